@@ -1,0 +1,2 @@
+"""Key lifecycle on top of `protocol`: identities, sealed keystores, certification, rotation,
+revocation and fingerprints a person can read aloud."""

@@ -1,0 +1,214 @@
+"""Canonical msgpack: the one codec every CaseBridge structure goes through.
+
+Invariants:
+- The size limit is checked before a byte is decoded; length and depth limits bound the rest.
+- Only nil, bool, int (64-bit), bin, str and arrays and maps of them exist. No floats, no
+  extension types, no timestamps.
+- Map keys are strings, unique, and sorted by their encoded bytes; strings are valid UTF-8 in
+  Unicode NFC. Every value uses its shortest encoding. Decoding re-encodes and compares, so
+  exactly one byte string stands for each value and hashes over it are stable.
+- Every failure is `MalformedInput`, with a precise reason.
+
+The field helpers (`array`, `bin_`, `int_`, `str_`, ...) turn a decoded value into typed
+fields and raise `MalformedInput` naming the field, so parsers stay short and strict.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import msgpack
+
+from protocol.errors import MalformedInput
+
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds applied while decoding. The defaults fit every header-sized structure."""
+
+    max_bytes: int = 1 << 20
+    max_depth: int = 16
+    max_str_len: int = 1 << 16
+    max_bin_len: int = 1 << 20
+    max_array_len: int = 4096
+    max_map_len: int = 256
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _fail(reason: str) -> NoReturn:
+    raise MalformedInput(reason=reason)
+
+
+def _check(value: Any, depth: int, limits: Limits) -> None:
+    """Walk a value: allowed types only, NFC strings, depth bound."""
+    if depth > limits.max_depth:
+        _fail(f"nesting deeper than {limits.max_depth}")
+    if value is None or isinstance(value, bool | bytes):
+        return
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            _fail("integer out of 64-bit range")
+        return
+    if isinstance(value, str):
+        if not unicodedata.is_normalized("NFC", value):
+            _fail("text is not in Unicode NFC")
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check(item, depth + 1, limits)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                _fail("map key is not a string")
+            _check(key, depth + 1, limits)
+            _check(item, depth + 1, limits)
+        return
+    _fail(f"type {type(value).__name__} is not allowed")
+
+
+def _sorted_maps(value: Any) -> Any:
+    if isinstance(value, dict):
+        items = sorted(
+            ((msgpack.packb(k, use_bin_type=True), k, v) for k, v in value.items()),
+            key=lambda t: t[0],
+        )
+        return {k: _sorted_maps(v) for _, k, v in items}
+    if isinstance(value, list | tuple):
+        return [_sorted_maps(v) for v in value]
+    return value
+
+
+def encode(value: Any, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Encode a value canonically. Raises `MalformedInput` for a value outside the model."""
+    _check(value, 0, limits)
+    try:
+        data: bytes = msgpack.packb(_sorted_maps(value), use_bin_type=True)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise MalformedInput(reason=f"cannot encode: {e}") from e
+    return data
+
+
+def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            _fail(f"duplicate map key {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_ext(code: int, data: bytes) -> NoReturn:
+    _fail(f"extension type {code} is not allowed")
+
+
+def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Decode exactly one canonical value from `data`, or raise `MalformedInput`."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        _fail("input is not bytes")
+    if len(data) > limits.max_bytes:
+        _fail(f"{len(data)} bytes exceeds the limit of {limits.max_bytes}")
+    if len(data) == 0:
+        _fail("empty input")
+    try:
+        value = msgpack.unpackb(
+            bytes(data),
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            object_pairs_hook=_pairs,
+            ext_hook=_no_ext,
+            timestamp=0,
+            max_str_len=limits.max_str_len,
+            max_bin_len=limits.max_bin_len,
+            max_array_len=limits.max_array_len,
+            max_map_len=limits.max_map_len,
+            max_ext_len=0,
+        )
+    except MalformedInput:
+        raise
+    except msgpack.ExtraData as e:
+        raise MalformedInput(reason="trailing bytes after the value") from e
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as e:
+        raise MalformedInput(reason=f"undecodable msgpack ({type(e).__name__} {e})".replace(" )", ")")) from e
+    except Exception as e:  # msgpack raises several internal types; all mean the same here
+        raise MalformedInput(reason=f"undecodable msgpack: {type(e).__name__}") from e
+    if encode(value, limits=limits) != bytes(data):
+        _fail("not in canonical encoding")
+    return value
+
+
+# --- typed field access ----------------------------------------------------------------------
+
+
+def array(value: Any, field: str, length: int | None = None, *, max_len: int | None = None) -> list[Any]:
+    if not isinstance(value, list):
+        _fail(f"{field}: expected an array")
+    if length is not None and len(value) != length:
+        _fail(f"{field}: expected {length} items, got {len(value)}")
+    if max_len is not None and len(value) > max_len:
+        _fail(f"{field}: more than {max_len} items")
+    return value
+
+
+def bin_(value: Any, field: str, length: int | None = None, *, max_len: int | None = None) -> bytes:
+    if not isinstance(value, bytes):
+        _fail(f"{field}: expected bytes")
+    if length is not None and len(value) != length:
+        _fail(f"{field}: expected {length} bytes, got {len(value)}")
+    if max_len is not None and len(value) > max_len:
+        _fail(f"{field}: more than {max_len} bytes")
+    return value
+
+
+def int_(value: Any, field: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(f"{field}: expected an integer")
+    if not lo <= value <= hi:
+        _fail(f"{field}: {value} outside {lo}..{hi}")
+    return value
+
+
+def str_(value: Any, field: str, *, max_len: int = 4096, pattern: re.Pattern[str] | None = None) -> str:
+    if not isinstance(value, str):
+        _fail(f"{field}: expected text")
+    if len(value) > max_len:
+        _fail(f"{field}: longer than {max_len} characters")
+    if pattern is not None and not pattern.fullmatch(value):
+        _fail(f"{field}: {value!r} does not match {pattern.pattern}")
+    return value
+
+
+def optional_str(value: Any, field: str, *, max_len: int = 4096) -> str | None:
+    return None if value is None else str_(value, field, max_len=max_len)
+
+
+def optional_int(value: Any, field: str, lo: int = 0, hi: int = 2**63 - 1) -> int | None:
+    return None if value is None else int_(value, field, lo, hi)
+
+
+def literal(value: Any, field: str, expected: str | int) -> None:
+    if type(value) is not type(expected) or value != expected:
+        _fail(f"{field}: expected {expected!r}")
+
+
+def sorted_unique(values: Sequence[Any], field: str) -> None:
+    """Refuse lists that are not strictly increasing: one order, no duplicates."""
+    for a, b in itertools.pairwise(values):
+        if not a < b:
+            _fail(f"{field}: not sorted or has duplicates")
+
+
+def nfc(text: str) -> str:
+    """Normalise text to NFC. Every text entering CaseBridge passes through here."""
+    return unicodedata.normalize("NFC", text)
