@@ -330,6 +330,8 @@ class RevocationList:
         issued_at: int,
         entries: Iterable[Revocation],
     ) -> RevocationList:
+        if bytes(root_key.verify_key) != root.public_key:
+            raise ValueError("the signing key is not this root's key")
         ordered = sorted(entries, key=lambda e: e.key_id)
         body = codec.encode(
             [

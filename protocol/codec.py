@@ -205,7 +205,11 @@ def literal(value: Any, field: str, expected: str | int) -> None:
 def sorted_unique(values: Sequence[Any], field: str) -> None:
     """Refuse lists that are not strictly increasing: one order, no duplicates."""
     for a, b in itertools.pairwise(values):
-        if not a < b:
+        try:
+            ordered = a < b
+        except TypeError:  # values of types that do not compare (text and a number, say)
+            ordered = False
+        if not ordered:
             _fail(f"{field}: not sorted or has duplicates")
 
 

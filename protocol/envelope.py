@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import nacl.signing
 
 from protocol import codec
-from protocol.certificate import AGENCY_ID, AgencyCertificate, EncryptionKey, TrustStore
+from protocol.certificate import AGENCY_ID, AgencyCertificate, EncryptionKey, Role, TrustStore
 from protocol.errors import (
     DecryptionFailed,
     EnvelopeExpired,
@@ -35,6 +35,7 @@ from protocol.errors import (
     Replayed,
     TooLarge,
     UnsupportedVersion,
+    UntrustedCertificate,
     VerificationError,
 )
 from protocol.primitives import (
@@ -440,6 +441,8 @@ def validate_for_broker(
     header = EnvelopeHeader.parse(header_bytes)
     if header.sender_id != authenticated_agency:
         raise Forbidden(reason="envelope sender is not the authenticated agency")
+    if not sender.has_role(Role.AGENCY):
+        raise Forbidden(reason=f"{sender.agency_id} is not certified to send referrals")
     header.verify_signature(sender)
     for r in header.recipients:
         if r.agency_id not in recipient_exists:
@@ -486,6 +489,9 @@ class EnvelopeOpener:
     ) -> None:
         header = EnvelopeHeader.parse(header_bytes)
         sender = trust.verify_agency(sender_certificate, now if at is None else at)
+        if not sender.has_role(Role.AGENCY):
+            # Only agencies send referrals; a broker or auditor key must not be able to.
+            raise UntrustedCertificate(reason=f"{sender.agency_id} is not certified to send referrals")
         header.verify_signature(sender)
         entry = next((r for r in header.recipients if r.agency_id == recipient_id), None)
         if entry is None:
@@ -532,13 +538,18 @@ class EnvelopeOpener:
         for a, part in zip(manifest.attachments, h.parts[1:], strict=True):
             if padded_length(a.length) != part.padded_length:
                 raise DecryptionFailed(reason="attachment length does not match its padding")
-            check_filename(a.filename)
+            try:
+                check_filename(a.filename)
+            except InvalidField as e:
+                raise DecryptionFailed(reason=f"manifest names an unsafe file: {e.detail}") from e
         self._manifest = manifest
         return manifest
 
     def attachment(self, index: int) -> PartDecryptor:
         if self._manifest is None:
             raise ValueError("open the manifest first")
+        if not 0 <= index < len(self._manifest.attachments):
+            raise IndexError(f"no attachment {index}")
         return _TrackedDecryptor(self, index + 1, self._manifest.attachments[index].length)
 
     def finish(self) -> Manifest:
