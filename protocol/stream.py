@@ -11,6 +11,12 @@ latter the key) can substitute ciphertext.
 
 Memory is bounded by one chunk whatever the part's size: `update` returns what is complete,
 `finalize` yields the rest lazily.
+
+The ciphertext digest costs about as much as the encryption. A caller with a second core may take
+it out of the stream (`detach_digest`) and feed the returned `CiphertextDigest` every ciphertext
+chunk, in stream order, from another thread while the stream works on the next chunk (libsodium
+releases the GIL). The stream then uses that digest only once it is closed over exactly the
+part's ciphertext length; anything else fails closed.
 """
 
 from __future__ import annotations
@@ -57,6 +63,29 @@ def part_digest() -> nacl.hashlib.blake2b:
     return nacl.hashlib.blake2b(digest_size=HASH_BYTES, person=DIGEST_LABEL)
 
 
+class CiphertextDigest:
+    """BLAKE2b-256 (`DIGEST_LABEL`) over one part's ciphertext, fed in stream order.
+
+    Not thread-safe in itself: one thread feeds it, and the stream reads it only after `close`.
+    """
+
+    def __init__(self) -> None:
+        self._hash = part_digest()
+        self.length = 0
+        self.value: bytes | None = None
+
+    def update(self, data: bytes) -> None:
+        if self.value is not None:
+            raise ValueError("digest already closed")
+        self._hash.update(data)
+        self.length += len(data)
+
+    def close(self) -> bytes:
+        if self.value is None:
+            self.value = self._hash.digest()
+        return self.value
+
+
 def _state(key: bytes, header: bytes) -> sodium.crypto_secretstream_xchacha20poly1305_state:
     """Secretstream state for a chosen header: libsodium's init_pull derives the same state as
     init_push (HChaCha20 subkey and nonce from the header), so the header can come from the
@@ -78,20 +107,44 @@ class PartEncryptor:
         self._buffer = bytearray()
         self._fed = 0
         self._digest = part_digest()
+        self._detached: CiphertextDigest | None = None
+        self._own_digest: bytes | None = None
+        self._finalized = False
         self.ciphertext_length = 0
-        self.digest: bytes | None = None
+
+    @property
+    def digest(self) -> bytes | None:
+        """The ciphertext digest, once the part is finalized (and a detached digest closed over
+        exactly this part's ciphertext); None until then."""
+        if not self._finalized:
+            return None
+        if self._detached is None:
+            return self._own_digest
+        detached = self._detached
+        if detached.value is None or detached.length != self.ciphertext_length:
+            return None
+        return detached.value
+
+    def detach_digest(self) -> CiphertextDigest:
+        """Leave the ciphertext digest to the caller, who must feed it every chunk this stream
+        returns, in order, and close it before the part's digest is read."""
+        if self._detached is not None or self._chunks_left != chunk_count(self.padded):
+            raise ValueError("detach the digest once, before the first chunk")
+        self._detached = CiphertextDigest()
+        return self._detached
 
     def _emit(self, chunk: bytes, final: bool) -> bytes:
         tag = TAG_FINAL if final else TAG_MESSAGE
         ct: bytes = sodium.crypto_secretstream_xchacha20poly1305_push(self._state, chunk, self._ad, tag)
-        self._digest.update(ct)
+        if self._detached is None:
+            self._digest.update(ct)
         self.ciphertext_length += len(ct)
         self._chunks_left -= 1
         return ct
 
     def update(self, data: bytes) -> list[bytes]:
         """Feed plaintext; returns the ciphertext chunks completed by it (possibly none)."""
-        if self.digest is not None:
+        if self._finalized:
             raise ValueError("part already finalized")
         self._fed += len(data)
         if self._fed > self.length:
@@ -99,6 +152,12 @@ class PartEncryptor:
         out: list[bytes] = []
         view = memoryview(data)
         while len(view):
+            if not self._buffer and len(view) >= CHUNK_BYTES and self._chunks_left > 1:
+                # A whole chunk that is not the last one is encrypted without being staged.
+                whole = data if len(view) == len(data) == CHUNK_BYTES and type(data) is bytes else None
+                out.append(self._emit(whole or bytes(view[:CHUNK_BYTES]), final=False))
+                view = view[CHUNK_BYTES:]
+                continue
             # Keep back a full last chunk: it may be the final one and take TAG_FINAL.
             room = CHUNK_BYTES - len(self._buffer)
             self._buffer += view[:room]
@@ -132,7 +191,8 @@ class PartEncryptor:
                 raise AssertionError("unreachable: non-final chunk short")
             yield self._emit(bytes(self._buffer), final=final)
             self._buffer.clear()
-        self.digest = self._digest.digest()
+        self._own_digest = None if self._detached is not None else self._digest.digest()
+        self._finalized = True
 
 
 class PartVerifier:
@@ -185,6 +245,15 @@ class PartDecryptor:
         self._pad_ok = True
         self._held = bytearray()  # whole padded plaintext (only when the length is unknown)
         self._done = False
+        self._detached: CiphertextDigest | None = None
+
+    def detach_digest(self) -> CiphertextDigest:
+        """Leave the ciphertext digest to the caller, who must feed it every chunk given to
+        `update`, in order, and close it before `finalize`, which fails closed otherwise."""
+        if self._detached is not None or self._chunks_left != chunk_count(self._padded) or self._buffer:
+            raise ValueError("detach the digest once, before the first chunk")
+        self._detached = CiphertextDigest()
+        return self._detached
 
     def _chunk_size(self) -> int:
         if self._chunks_left == 1:
@@ -192,7 +261,8 @@ class PartDecryptor:
         return CHUNK_BYTES + ABYTES
 
     def _pull(self, ct: bytes) -> bytes:
-        self._digest.update(ct)
+        if self._detached is None:
+            self._digest.update(ct)
         try:
             plain, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(self._state, ct, self._ad)
         except (nacl.exceptions.CryptoError, ValueError) as e:
@@ -214,7 +284,8 @@ class PartDecryptor:
             if self._pad_seen == 0:
                 self._pad_ok = padding[0] == 0x80
                 padding = padding[1:]
-            self._pad_ok = self._pad_ok and not any(padding)
+            # Compared with zeros in C: iterating over a megabyte of padding in Python is slow.
+            self._pad_ok = self._pad_ok and padding == bytes(len(padding))
             self._pad_seen += len(plain) - keep
         return plain[:keep]
 
@@ -227,7 +298,16 @@ class PartDecryptor:
         while len(view):
             if self._chunks_left == 0:
                 raise DecryptionFailed(reason="data after the final chunk")
-            need = self._chunk_size() - len(self._buffer)
+            size = self._chunk_size()
+            if not self._buffer and len(view) >= size:
+                # A whole chunk is decrypted without being staged.
+                whole = data if len(view) == len(data) == size and type(data) is bytes else None
+                piece = self._release(self._pull(whole or bytes(view[:size])))
+                view = view[size:]
+                if piece:
+                    out.append(piece)
+                continue
+            need = size - len(self._buffer)
             self._buffer += view[:need]
             view = view[need:]
             if len(self._buffer) == self._chunk_size():
@@ -244,7 +324,14 @@ class PartDecryptor:
         """
         if self._chunks_left != 0 or self._buffer:
             raise DecryptionFailed(reason="stream truncated before its final chunk")
-        if not equal(self._digest.digest(), self._expected_digest):
+        if self._detached is None:
+            got = self._digest.digest()
+        else:
+            detached = self._detached
+            if detached.value is None or detached.length != ciphertext_length(self._padded):
+                raise DecryptionFailed(reason="detached ciphertext digest incomplete")
+            got = detached.value
+        if not equal(got, self._expected_digest):
             raise DecryptionFailed(reason="ciphertext digest does not match the signed header")
         self._done = True
         if self._length is None:
