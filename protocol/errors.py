@@ -23,6 +23,9 @@ class ErrorCode(StrEnum):
     CONFLICT = "conflict"
     NOT_FOUND = "not_found"
     RATE_LIMITED = "rate_limited"
+    TIMEOUT = "timeout"
+    INVALID_TRANSITION = "invalid_transition"
+    CONSENT_REQUIRED = "consent_required"
     # authentication and authorisation
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
@@ -97,6 +100,7 @@ class InvalidField(InputError):
 
     def __init__(self, field: str, expected: str) -> None:
         self.field = field
+        self.expected = expected
         super().__init__(f"field '{field}': expected {expected}.")
 
 
@@ -126,6 +130,37 @@ class RateLimited(InputError):
     status = 429
     title = "Too many requests"
     remedy = "Slow down and retry after the time given in Retry-After."
+
+
+class InvalidTransition(InputError):
+    """A referral message that the case's current state does not allow (or not from this side).
+
+    `reason` names the current state and the messages it allows; nothing was changed."""
+
+    code = ErrorCode.INVALID_TRANSITION
+    status = 409
+    title = "Not allowed in this case state"
+    remedy = "Refresh the case and send one of the messages its current state allows."
+
+    def __init__(self, reason: str, *, state: str = "", allowed: tuple[str, ...] = ()) -> None:
+        self.state = state
+        self.allowed = allowed
+        super().__init__(reason=reason)
+
+
+class ConsentError(InputError):
+    """A referral message carries fields the person's consent does not cover for this recipient
+    (a scope not granted or withdrawn, an item withheld, or sensitive data without explicit
+    consent), and no valid override covers them. Nothing was sent or applied."""
+
+    code = ErrorCode.CONSENT_REQUIRED
+    status = 403
+    title = "Consent required"
+    remedy = "Remove the named fields, record the person's consent, or record an override with a reason."
+
+    def __init__(self, reason: str, *, fields: tuple[str, ...] = ()) -> None:
+        self.fields = fields
+        super().__init__(reason=reason)
 
 
 # --- authentication ----------------------------------------------------------------------
@@ -256,3 +291,23 @@ class UpstreamUnavailable(CaseBridgeError):
     status = 502
     title = "Broker unreachable"
     remedy = "The message stays in the outbox and is sent when the broker is reachable."
+
+
+# --- configuration and time limits -------------------------------------------------------
+
+
+class ConfigError(InputError):
+    """A setting (from a file or the environment) is missing or has a value that is not allowed.
+    Raised once, at start, before anything is served."""
+
+    title = "Invalid configuration"
+    remedy = "Correct the named setting in the configuration file or its CASEBRIDGE_* variable."
+
+
+class RequestTimeout(InputError):
+    """The caller stopped sending in the middle of a request. Nothing was changed."""
+
+    code = ErrorCode.TIMEOUT
+    status = 408
+    title = "Request timeout"
+    remedy = "Check the connection and send the request again."

@@ -1,0 +1,140 @@
+"""The broker's aiohttp application factory.
+
+`create_app(settings, *, store, clock, registry, broker_identity)` builds one app with no global
+state: the store (opened and closed by the caller), the clock, the Prometheus registry and the
+broker's unlocked identity are passed in. Startup (in `cleanup_ctx`) loads the directory,
+checks the broker's own certificate against the configured roots, removes unreferenced blob
+files (before anything is served), audits the start, and runs the retention task; cleanup stops
+the task and audits the stop. Middlewares, outermost first: request id and problem details,
+then authentication, limits and timeouts (`broker.web.auth`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from broker.audit import leaves
+from broker.clock import Clock
+from broker.metrics import BrokerMetrics
+from broker.service.context import BrokerSigner, Services
+from broker.service.directory import Directory
+from broker.service.notify import Notifier
+from broker.settings import Settings
+from broker.storage.interfaces import Store
+from broker.web import delivery_routes, directory_routes, events, operations
+from broker.web.auth import auth_middleware
+from broker.web.drain import Drain
+from broker.web.problems import add_request_id, problems_middleware
+from broker.web.state import DRAIN, HANDLERS, WEBSOCKETS, Handlers, OpenSockets
+from keys.files import read_bytes
+from keys.identity import BrokerIdentity
+from protocol.certificate import RootCertificate, TrustStore
+from protocol.errors import CaseBridgeError, ConfigError
+
+log = logging.getLogger("casebridge.broker")
+
+
+def software_version() -> str:
+    try:
+        return importlib.metadata.version("casebridge")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def load_roots(settings: Settings) -> list[RootCertificate]:
+    """The national root certificates this broker trusts (`root_cert_files`)."""
+    roots = []
+    for path in settings.root_cert_files:
+        try:
+            roots.append(RootCertificate.parse(read_bytes(path)))
+        except CaseBridgeError as e:
+            raise ConfigError(f"root certificate {path}: {e.detail}") from e
+    return roots
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store,
+    clock: Clock,
+    registry: CollectorRegistry,
+    broker_identity: BrokerIdentity,
+) -> web.Application:
+    if broker_identity.broker_id != settings.broker_id:
+        raise ConfigError(
+            f"the keystore is broker {broker_identity.broker_id} but broker_id is {settings.broker_id}; "
+            "give the matching keystore_file or correct broker_id."
+        )
+    roots = load_roots(settings)
+    services = Services(
+        settings=settings,
+        store=store,
+        clock=clock,
+        directory=Directory(roots, store.directory),
+        notifier=Notifier(),
+        metrics=BrokerMetrics(registry),
+        signer=BrokerSigner.from_identity(broker_identity),
+    )
+    app = web.Application(
+        middlewares=[problems_middleware, auth_middleware], client_max_size=settings.max_request_body_bytes
+    )
+    app[HANDLERS] = Handlers.build(services)
+    app[WEBSOCKETS] = OpenSockets()
+    app[DRAIN] = Drain()
+    for module in (directory_routes, delivery_routes, events, operations):
+        module.add_routes(app)
+    app.on_response_prepare.append(add_request_id)
+    app.on_shutdown.append(_wake_long_polls)
+    app.on_shutdown.append(events.close_websockets)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _wake_long_polls(app: web.Application) -> None:
+    app[HANDLERS].services.notifier.close()
+
+
+async def drain(app: web.Application, timeout_seconds: float) -> bool:
+    """Stop taking requests, wake long polls, close WebSockets, and wait for the requests in
+    flight to finish (uploads included). True if all finished within the timeout."""
+    app[DRAIN].start()
+    await _wake_long_polls(app)
+    await events.close_websockets(app)
+    return await app[DRAIN].wait_idle(timeout_seconds)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    h = app[HANDLERS]
+    s = h.services
+    now = s.clock.now()
+    TrustStore(s.directory.roots).verify_agency(s.signer.certificate, now)
+    await s.directory.load(now)
+    await h.retention.sweep_orphans()
+    key_id = s.signer.certificate.key_id
+    await s.store.audit.record(
+        leaves.broker_started(now, s.signer.broker_id, key_id, software_version()), now
+    )
+    counts = await s.store.delivery.counts()
+    s.metrics.inbox_depth.set(counts.open_inbox_entries)
+    s.metrics.audit_entries.set(counts.audit_entries)
+    retention = asyncio.create_task(h.retention.run(), name="casebridge-retention")
+    log.info("broker_started", extra={"broker_id": s.signer.broker_id, "agencies": counts.agencies})
+    try:
+        yield
+    finally:
+        retention.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention
+        stopped = s.clock.now()
+        try:
+            await s.store.audit.record(leaves.broker_stopped(stopped, s.signer.broker_id), stopped)
+        except CaseBridgeError as e:
+            log.error("broker_stop_not_audited", extra={"reason": e.reason})
+        log.info("broker_stopped", extra={"broker_id": s.signer.broker_id})

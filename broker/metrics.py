@@ -1,0 +1,60 @@
+"""The broker's Prometheus metrics, registered in the registry the app is given (no global one).
+
+Names follow Prometheus rules: `casebridge_` prefix, base units, `_total` for counters. Labels
+are bounded sets (receipt kinds, error codes, route names), never ids or agency names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class BrokerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.envelopes_submitted = Counter(
+            "casebridge_envelopes_submitted_total",
+            "Envelopes accepted (first submissions only).",
+            registry=registry,
+        )
+        self.envelopes_delivered = Counter(
+            "casebridge_envelopes_delivered_total",
+            "Inbox entries that reached delivery (a delivered, verified or rejected receipt from pending).",
+            registry=registry,
+        )
+        self.receipts = Counter(
+            "casebridge_receipts_total", "Receipts recorded, by kind.", ["kind"], registry=registry
+        )
+        self.refusals = Counter(
+            "casebridge_refusals_total", "Requests refused, by error code.", ["code"], registry=registry
+        )
+        self.authentication_failures = Counter(
+            "casebridge_authentication_failures_total",
+            "Requests whose signature was refused.",
+            registry=registry,
+        )
+        self.inbox_depth = Gauge(
+            "casebridge_inbox_depth",
+            "Inbox entries still pending or delivered, all agencies.",
+            registry=registry,
+        )
+        self.audit_entries = Gauge(
+            "casebridge_audit_log_entries", "Entries in the audit log at the last sweep.", registry=registry
+        )
+        self.request_latency = Histogram(
+            "casebridge_request_duration_seconds",
+            "Time to answer a request, by route and method.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.purged = Counter(
+            "casebridge_envelopes_purged_total", "Envelopes whose ciphertext was purged.", registry=registry
+        )
+        self.expired = Counter(
+            "casebridge_inbox_entries_expired_total",
+            "Inbox entries expired before verification.",
+            registry=registry,
+        )
