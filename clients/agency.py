@@ -1,0 +1,366 @@
+"""`AgencyClient`: what an agency's own case system uses to send and receive referrals.
+
+    async with AgencyClient.open("atpd.cbks", passphrase, trust=["th-root.cert", "la-root.cert"],
+                                 broker_url="https://broker.example", state_dir="state") as client:
+        await client.refresh_directory()
+        result = await client.send(["LA-NSATIP"], body, attachments=[Path("ເອກະສານ.pdf")])
+        async for delivery in client.deliveries():
+            with client.processing(delivery) as db:      # one local transaction:
+                db.execute("INSERT INTO my_cases ...")   # the application's own bookkeeping
+            # ... and the envelope is marked processed in that same commit.
+
+Invariants:
+- Trust comes only from the pinned national roots given here; the broker's directory is
+  verified against them (`clients.directory`), and so is every receipt.
+- Offline first: `send` seals into the local outbox and records it before any network use; an
+  unreachable broker leaves it `pending`, and `resume_outbox` (or `run_outbox_flusher`) sends it
+  later with the same bytes.
+- Exactly-once handling: a delivery is handed over until the application acknowledges it
+  (`ack` or `processing`), never after; see `clients.inbox`.
+- The clock is injected (`clock`, Unix seconds); every request is signed with the agency's key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from clients.directory import DirectoryReport, VerifiedDirectory
+from clients.envelope_files import DEFAULT_TTL_SECONDS, AttachmentFile
+from clients.inbox import Delivery, DownloadProgress, InboxItem, Receiver, delivery_of
+from clients.outbox import LocalState, OutboxEntry, OutboxState
+from clients.receipts import EnvelopeStatus, ReceiptBook, ReceiptRecord
+from clients.sending import Sender, SendResult
+from clients.transport import Body, BrokerTransport, Clock, RetryPolicy, Sleep, transient
+from keys.files import read_bytes
+from keys.identity import AgencyIdentity
+from keys.keystore import load_agency
+from protocol.certificate import RootCertificate, TrustStore
+from protocol.errors import CaseBridgeError, InvalidField, MalformedInput
+from protocol.primitives import Random, system_random
+
+log = logging.getLogger("casebridge.client")
+
+DEFAULT_CONTENT_TYPE = "text/plain; charset=utf-8"
+ENCRYPTION_KEY_MEDIA_TYPE = "application/vnd.casebridge.encryption-key"
+
+
+def system_clock() -> int:
+    return int(time.time())
+
+
+def load_pinned_roots(paths: Sequence[str | os.PathLike[str]]) -> list[RootCertificate]:
+    """Read the national root certificates to pin (the trust bundle). Their fingerprints must
+    have been compared out of band (`casebridge keys fingerprint`)."""
+    if not paths:
+        raise InvalidField("trust", "at least one pinned national root certificate (--trust FILE)")
+    roots = []
+    for path in paths:
+        try:
+            roots.append(RootCertificate.parse(read_bytes(path)))
+        except MalformedInput as e:
+            raise InvalidField(
+                "trust", f"a national root certificate file; {os.fspath(path)} is not one"
+            ) from e
+    return roots
+
+
+class AgencyClient:
+    """One agency, one broker, one local state directory. See the module docstring."""
+
+    def __init__(
+        self,
+        identity: AgencyIdentity,
+        *,
+        roots: Sequence[RootCertificate],
+        broker_url: str,
+        state_dir: str | os.PathLike[str],
+        clock: Clock = system_clock,
+        rng: Random = system_random,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if identity.certificate is None:
+            raise InvalidField(
+                "keystore", "a certified agency: import its certificate first (keys agency import-cert)"
+            )
+        if not roots:
+            raise InvalidField("trust", "at least one pinned national root certificate")
+        # Our own certificate must chain to a pinned root: a misconfigured trust bundle fails here.
+        TrustStore(roots).verify_agency(identity.certificate, clock())
+        self.identity = identity
+        self._clock = clock
+        self._transport = BrokerTransport(
+            broker_url, identity.signing_key, clock=clock, rng=rng, retry=retry, sleep=sleep
+        )
+        self.state = LocalState(state_dir)
+        self.directory = VerifiedDirectory(roots, self.state)
+        try:
+            self.directory.load_cached(clock())
+        except BaseException:
+            self.state.close()
+            raise
+        self._sender = Sender(
+            identity=identity,
+            transport=self._transport,
+            state=self.state,
+            directory=self.directory,
+            clock=clock,
+            rng=rng,
+            refresh_directory=self.refresh_directory,
+        )
+        self._sender.discard_leftovers()
+        self._receiver = Receiver(
+            identity=identity,
+            transport=self._transport,
+            state=self.state,
+            directory=self.directory,
+            clock=clock,
+            refresh_directory=self.refresh_directory,
+        )
+        self._receipts = ReceiptBook(
+            agency_id=identity.agency_id,
+            transport=self._transport,
+            state=self.state,
+            directory=self.directory,
+            refresh_directory=self.refresh_directory,
+        )
+
+    @classmethod
+    def open(
+        cls,
+        keystore: str | os.PathLike[str],
+        passphrase: str,
+        *,
+        trust: Sequence[str | os.PathLike[str]],
+        broker_url: str,
+        state_dir: str | os.PathLike[str],
+        **options: Any,
+    ) -> AgencyClient:
+        """Unlock an agency keystore and pin the root certificates in the `trust` files."""
+        identity = load_agency(keystore, passphrase).identity
+        return cls(
+            identity, roots=load_pinned_roots(trust), broker_url=broker_url, state_dir=state_dir, **options
+        )
+
+    @property
+    def agency_id(self) -> str:
+        return self.identity.agency_id
+
+    async def close(self) -> None:
+        await self._transport.close()
+        self.state.close()
+
+    async def __aenter__(self) -> AgencyClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- directory ---------------------------------------------------------------------------
+
+    async def refresh_directory(self) -> DirectoryReport:
+        """Fetch the broker's directory and keep what verifies against the pinned roots."""
+        answer = (await self._transport.request("GET", "/v1/directory")).json()
+        return self.directory.absorb(answer, self._clock())
+
+    async def publish_encryption_keys(self) -> int:
+        """Register this agency's encryption keys valid now; returns how many were posted."""
+        now = self._clock()
+        posted = 0
+        for held in self.identity.encryption_keys:
+            if held.valid_at(now):
+                body = Body.of(held.statement.raw, ENCRYPTION_KEY_MEDIA_TYPE)
+                await self._transport.request("POST", "/v1/directory/encryption-keys", body=body)
+                posted += 1
+        return posted
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        to: Sequence[str],
+        body: bytes,
+        *,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        attachments: Sequence[str | os.PathLike[str] | AttachmentFile] = (),
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    ) -> OutboxEntry:
+        """Seal a referral into the outbox and record it, without sending (works offline when
+        the recipients' keys are in the verified directory cache)."""
+        files = [a if isinstance(a, AttachmentFile) else Path(a) for a in attachments]
+        for f in files:
+            path = f.path if isinstance(f, AttachmentFile) else f
+            if not path.is_file():
+                raise InvalidField("attachments", f"readable regular files; {path} is not one")
+        return await self._sender.seal(
+            to, body, content_type=content_type, attachments=files, ttl_seconds=ttl_seconds
+        )
+
+    async def send(
+        self,
+        to: Sequence[str],
+        body: bytes,
+        *,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        attachments: Sequence[str | os.PathLike[str] | AttachmentFile] = (),
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    ) -> SendResult:
+        """Seal, record, upload. Returns `accepted` with the verified receipts, or `pending`
+        when the broker could not be reached (the referral stays sealed in the outbox). A final
+        refusal raises the broker's error (the entry is kept as `failed`)."""
+        entry = await self.enqueue(
+            to, body, content_type=content_type, attachments=attachments, ttl_seconds=ttl_seconds
+        )
+        return await self._sender.upload(entry)
+
+    async def resume_outbox(self) -> list[SendResult]:
+        """Send every pending outbox entry again (same bytes). Final refusals are returned as
+        `failed` results rather than raised, so one bad entry does not block the others."""
+        results = []
+        for entry in self.state.outbox_entries(OutboxState.PENDING):
+            try:
+                results.append(await self._sender.upload(entry))
+            except CaseBridgeError as e:
+                if transient(e):
+                    raise
+                current = self.state.outbox_entry(entry.envelope_id) or entry
+                results.append(
+                    SendResult(
+                        current.envelope_id,
+                        current.envelope_hash,
+                        current.recipients,
+                        current.state,
+                        problem=current.problem,
+                    )
+                )
+        return results
+
+    def outbox(self, state: OutboxState | None = None) -> list[OutboxEntry]:
+        return self.state.outbox_entries(state)
+
+    async def run_outbox_flusher(self, interval_seconds: float = 30.0) -> None:
+        """Resend pending entries every `interval_seconds` until cancelled (run it as a task)."""
+        while True:
+            try:
+                await self.resume_outbox()
+            except CaseBridgeError as e:
+                log.info("outbox_flush_failed", extra={"reason": e.reason})
+            await asyncio.sleep(interval_seconds)
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    async def list_inbox(self, *, limit: int = 50) -> list[InboxItem]:
+        """What waits in the broker's inbox (claims, not yet verified)."""
+        items, _ = await self._receiver.downloader.list_inbox(limit=limit)
+        return items
+
+    async def download(self, envelope_id: str, *, max_bytes: int | None = None) -> DownloadProgress:
+        """Fetch an envelope's ciphertext into the state directory without opening it (resumable)."""
+        return await self._receiver.downloader.download(envelope_id, max_bytes=max_bytes)
+
+    def deliveries(self, *, follow: bool = True, wait_seconds: int = 30) -> AsyncIterator[Delivery]:
+        """Verified deliveries, each handed over until acknowledged: first those received
+        before but not acknowledged, then the broker's inbox. With `follow=False` it ends when
+        the inbox is empty; else it long-polls for more until the caller stops."""
+        return self._receiver.deliveries(follow=follow, wait_seconds=wait_seconds)
+
+    async def fetch_deliveries(self) -> list[Delivery]:
+        """Everything deliverable now, as a list (each still to be acknowledged)."""
+        return [d async for d in self.deliveries(follow=False)]
+
+    def pending_deliveries(self) -> list[Delivery]:
+        """Deliveries received and verified here but not yet acknowledged (no network)."""
+        return [delivery_of(e, e.sender_name) for e in self.state.received_entries()]
+
+    @contextlib.contextmanager
+    def processing(self, delivery: Delivery) -> Iterator[sqlite3.Connection]:
+        """A transaction on the local state database in which the application records what it
+        did with `delivery`; the envelope is marked processed in the same commit. An exception
+        rolls both back, and the delivery is handed over again later. The database is held for
+        the block's duration: do its work synchronously, without awaiting inside."""
+        with self.state.transaction() as db:
+            yield db
+            LocalState.mark_processed(db, delivery.envelope_id, self._clock())
+        self._receiver.forget(delivery.envelope_id)
+
+    async def ack(self, delivery: Delivery) -> None:
+        """Mark `delivery` processed: it is never handed over again. Its attachment files in
+        the state directory are removed, so save them first (`clients.inbox.save_attachments`)."""
+        with self.processing(delivery):
+            pass
+
+    def is_processed(self, envelope_id: str) -> bool:
+        return self.state.is_processed(envelope_id)
+
+    async def flush_receipts(self) -> int:
+        """Post receipts this agency signed that the broker may not have; returns how many wait."""
+        return await self._receiver.flush_receipts()
+
+    # --- receipts and status -----------------------------------------------------------------
+
+    async def sync_receipts(self, *, wait_seconds: int = 0) -> list[ReceiptRecord]:
+        """Pull the receipts about this agency's envelopes recorded since the last sync."""
+        return await self._receipts.sync(wait_seconds=wait_seconds)
+
+    def receipts(self, envelope_id: str) -> list[ReceiptRecord]:
+        """The verified receipts stored here about one envelope this agency sent."""
+        return self._receipts.stored(envelope_id)
+
+    async def status(self, envelope_id: str) -> EnvelopeStatus:
+        return await self._receipts.status(envelope_id)
+
+    # --- push --------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def events(self) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """The broker's push hints over a signed WebSocket, connected on entry:
+
+            async with client.events() as hints:
+                async for hint in hints:   # {"type": "inbox" | "receipt", "envelope_id", ...}
+                    ...
+
+        Hints only say where to look: fetch through `deliveries` and `sync_receipts`, so a
+        missed hint only delays. The iterator ends when the broker closes the socket."""
+        ws = await self._transport.websocket("/v1/events")
+        try:
+            yield _hints(ws)
+        finally:
+            await ws.close()
+
+
+async def _hints(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[dict[str, Any]]:
+    async for message in ws:
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            break
+        try:
+            value = message.json()
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            yield value
+
+
+__all__ = [
+    "AgencyClient",
+    "Delivery",
+    "DownloadProgress",
+    "EnvelopeStatus",
+    "OutboxEntry",
+    "OutboxState",
+    "ReceiptRecord",
+    "SendResult",
+    "load_pinned_roots",
+]
