@@ -1,0 +1,196 @@
+"""Referrals as case workers know them: versioned message types, the case workflow and the
+consent gate. Sans-I/O like the rest of `protocol`.
+
+A referral message travels inside an envelope as the manifest body, with content type
+`CONTENT_TYPE`; the broker never sees it. The pieces:
+
+- `messages`, `case_messages`, `return_messages`, `records`: the message types (frozen slotted
+  dataclasses), validated and NFC-normalised on construction; `MESSAGE_CLASSES` maps each
+  `MessageType` to its class, the one source of schema, validation and docs.
+- `wire`: `encode_message` / `decode_message` (canonical msgpack maps).
+- `fields`, `kinds`: how fields are declared: kind, data class (PD / S) and consent scope.
+- `consent`: consent records, `check_consent`, `override_consent`, `with_override`.
+- `workflow`, `rules`, `case_state`: `apply(state, message, *, as_sender, now)`, the rules tables,
+  the per-case and per-request state; `waiting`: what waits for whom.
+
+The names below are the supported API; the modules' other names may change.
+"""
+
+from protocol.referral.case_messages import (
+    Acceptance,
+    Acknowledgement,
+    CaseClosure,
+    CaseReopen,
+    CaseUpdate,
+    ConsentChange,
+    Decline,
+    InfoRequest,
+    InfoResponse,
+    Referral,
+)
+from protocol.referral.case_state import (
+    CasePhase,
+    CaseState,
+    MessageRecord,
+    RecordedOverride,
+    RequestKind,
+    RequestState,
+    RequestStatus,
+    Side,
+    invariant_violations,
+)
+from protocol.referral.codes import (
+    AssessmentOutcome,
+    ClosureReason,
+    ConsentGiver,
+    CrossingPoint,
+    DeclineReason,
+    DocumentKind,
+    ExploitationForm,
+    FamilyRelation,
+    GuardianRelation,
+    HandoverOutcome,
+    LegalBasis,
+    MedicalFitness,
+    MessageType,
+    Recommendation,
+    RepatriationAction,
+    RequestedAction,
+    ReturnWish,
+    RiskLevel,
+    Service,
+    Sex,
+    UpdateKind,
+    VerificationOutcome,
+    VerificationSubject,
+)
+from protocol.referral.consent import (
+    CarriedField,
+    Consent,
+    ConsentProblem,
+    OverrideRecord,
+    Violation,
+    WithheldItem,
+    carried_fields,
+    check_consent,
+    consent_problems,
+    override_consent,
+    with_override,
+    withdrawn_scopes,
+)
+from protocol.referral.fields import DataClass, FieldSpec, Scope, schema_of
+from protocol.referral.messages import CONTENT_TYPE, Header, Message
+from protocol.referral.records import Address, FamilyMember, Person, PersonName, Proceedings, TravelDocument
+from protocol.referral.return_messages import (
+    FamilyAssessmentRequest,
+    FamilyAssessmentResult,
+    HandoverRecord,
+    ReintegrationPlan,
+    RepatriationConfirmation,
+    RepatriationPlan,
+    VerificationRequest,
+    VerificationResult,
+)
+from protocol.referral.rules import NEEDS_ACKNOWLEDGEMENT, PHASES_ALLOWING, SENDERS, allowed_messages
+from protocol.referral.waiting import OpenItem, WaitingKind, open_items, waiting_on
+from protocol.referral.wire import (
+    MESSAGE_CLASSES,
+    decode_message,
+    encode_message,
+    message_from_wire,
+    message_to_wire,
+)
+from protocol.referral.workflow import apply, replay
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MESSAGE_CLASSES",
+    "NEEDS_ACKNOWLEDGEMENT",
+    "PHASES_ALLOWING",
+    "SENDERS",
+    "Acceptance",
+    "Acknowledgement",
+    "Address",
+    "AssessmentOutcome",
+    "CarriedField",
+    "CaseClosure",
+    "CasePhase",
+    "CaseReopen",
+    "CaseState",
+    "CaseUpdate",
+    "ClosureReason",
+    "Consent",
+    "ConsentChange",
+    "ConsentGiver",
+    "ConsentProblem",
+    "CrossingPoint",
+    "DataClass",
+    "Decline",
+    "DeclineReason",
+    "DocumentKind",
+    "ExploitationForm",
+    "FamilyAssessmentRequest",
+    "FamilyAssessmentResult",
+    "FamilyMember",
+    "FamilyRelation",
+    "FieldSpec",
+    "GuardianRelation",
+    "HandoverOutcome",
+    "HandoverRecord",
+    "Header",
+    "InfoRequest",
+    "InfoResponse",
+    "LegalBasis",
+    "MedicalFitness",
+    "Message",
+    "MessageRecord",
+    "MessageType",
+    "OpenItem",
+    "OverrideRecord",
+    "Person",
+    "PersonName",
+    "Proceedings",
+    "Recommendation",
+    "RecordedOverride",
+    "Referral",
+    "ReintegrationPlan",
+    "RepatriationAction",
+    "RepatriationConfirmation",
+    "RepatriationPlan",
+    "RequestKind",
+    "RequestState",
+    "RequestStatus",
+    "RequestedAction",
+    "ReturnWish",
+    "RiskLevel",
+    "Scope",
+    "Service",
+    "Sex",
+    "Side",
+    "TravelDocument",
+    "UpdateKind",
+    "VerificationOutcome",
+    "VerificationRequest",
+    "VerificationResult",
+    "VerificationSubject",
+    "Violation",
+    "WaitingKind",
+    "WithheldItem",
+    "allowed_messages",
+    "apply",
+    "carried_fields",
+    "check_consent",
+    "consent_problems",
+    "decode_message",
+    "encode_message",
+    "invariant_violations",
+    "message_from_wire",
+    "message_to_wire",
+    "open_items",
+    "override_consent",
+    "replay",
+    "schema_of",
+    "waiting_on",
+    "with_override",
+    "withdrawn_scopes",
+]
