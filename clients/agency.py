@@ -17,6 +17,8 @@ Invariants:
   later with the same bytes.
 - Exactly-once handling: a delivery is handed over until the application acknowledges it
   (`ack` or `processing`), never after; see `clients.inbox`.
+- Typed referral messages (`send_message`, `messages`, `cases`, `Delivery.message`) pass the case
+  workflow before sealing and on receipt; see `clients.referrals`.
 - The clock is injected (`clock`, Unix seconds); every request is signed with the agency's key.
 """
 
@@ -35,11 +37,13 @@ from typing import Any
 
 import aiohttp
 
+from clients.case_store import CaseStore
 from clients.directory import DirectoryReport, VerifiedDirectory
 from clients.envelope_files import DEFAULT_TTL_SECONDS, AttachmentFile
 from clients.inbox import Delivery, DownloadProgress, InboxItem, Receiver, delivery_of
 from clients.outbox import LocalState, OutboxEntry, OutboxState
 from clients.receipts import EnvelopeStatus, ReceiptBook, ReceiptRecord
+from clients.referrals import MessageBuilder, ReferralMessaging, SentMessage
 from clients.sending import Sender, SendResult
 from clients.transport import Body, BrokerTransport, Clock, RetryPolicy, Sleep, transient
 from keys.files import read_bytes
@@ -48,6 +52,7 @@ from keys.keystore import load_agency
 from protocol.certificate import RootCertificate, TrustStore
 from protocol.errors import CaseBridgeError, InvalidField, MalformedInput
 from protocol.primitives import Random, system_random
+from protocol.referral import CONTENT_TYPE, Message
 
 log = logging.getLogger("casebridge.client")
 
@@ -107,9 +112,12 @@ class AgencyClient:
         self.directory = VerifiedDirectory(roots, self.state)
         try:
             self.directory.load_cached(clock())
+            self.cases = CaseStore(state_dir, identity, rng=rng)
         except BaseException:
             self.state.close()
             raise
+        self.messages = MessageBuilder(identity.agency_id, self.cases, clock=clock, rng=rng)
+        self._referrals = ReferralMessaging(identity.agency_id, self.cases, clock=clock)
         self._sender = Sender(
             identity=identity,
             transport=self._transport,
@@ -127,6 +135,7 @@ class AgencyClient:
             directory=self.directory,
             clock=clock,
             refresh_directory=self.refresh_directory,
+            admit=self._referrals.admit,
         )
         self._receipts = ReceiptBook(
             agency_id=identity.agency_id,
@@ -159,6 +168,7 @@ class AgencyClient:
 
     async def close(self) -> None:
         await self._transport.close()
+        self.cases.close()
         self.state.close()
 
     async def __aenter__(self) -> AgencyClient:
@@ -225,6 +235,30 @@ class AgencyClient:
             to, body, content_type=content_type, attachments=attachments, ttl_seconds=ttl_seconds
         )
         return await self._sender.upload(entry)
+
+    async def send_message(
+        self,
+        message: Message,
+        *,
+        attachments: Sequence[str | os.PathLike[str] | AttachmentFile] = (),
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    ) -> SentMessage:
+        """Send a typed referral message to the agency its header names. It is applied to the
+        case in the local case store first: a refusal (`InvalidTransition`, `ConsentError`,
+        `InvalidField`) raises before anything is sealed. Build it with `messages`."""
+        files = [a if isinstance(a, AttachmentFile) else AttachmentFile(Path(a)) for a in attachments]
+        for f in files:
+            if not f.path.is_file():
+                raise InvalidField("attachments", f"readable regular files; {f.path} is not one")
+
+        async def seal(body: bytes) -> OutboxEntry:
+            to = [message.header.receiver_agency_id]
+            return await self.enqueue(
+                to, body, content_type=CONTENT_TYPE, attachments=files, ttl_seconds=ttl_seconds
+            )
+
+        names = [f.filename or f.path.name for f in files]
+        return await self._referrals.send(message, filenames=names, seal=seal, upload=self._sender.upload)
 
     async def resume_outbox(self) -> list[SendResult]:
         """Send every pending outbox entry again (same bytes). Final refusals are returned as
@@ -362,5 +396,6 @@ __all__ = [
     "OutboxState",
     "ReceiptRecord",
     "SendResult",
+    "SentMessage",
     "load_pinned_roots",
 ]

@@ -1,5 +1,5 @@
 """Subcommands owned by `clients`: `casebridge send`, `casebridge inbox list|watch`,
-`casebridge status`.
+`casebridge status`; `casebridge cases ...` and `send --referral` live in `clients.cases_cli`.
 
 Each command opens one `AgencyClient` (keystore, pinned roots, broker, state directory), first
 refreshes the verified directory and sends whatever waits in the outbox (an unreachable broker
@@ -23,7 +23,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import clients.demo
+from clients import cases_cli
 from clients.agency import DEFAULT_CONTENT_TYPE, AgencyClient
+from clients.audit.cli import register_audit
 from clients.cli_output import (
     delivery_json,
     delivery_line,
@@ -88,6 +91,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     body = p.add_mutually_exclusive_group(required=True)
     body.add_argument("--body-file", metavar="FILE", help="the referral body, read from a file")
     body.add_argument("--body", metavar="TEXT", help="the referral body as text")
+    cases_cli.add_send_option(body)
     p.add_argument("--content-type", default=DEFAULT_CONTENT_TYPE, help=f"default: {DEFAULT_CONTENT_TYPE}")
     p.add_argument("--attach", action="append", default=[], metavar="FILE", help="an attachment; repeatable")
     p.add_argument("--ttl-days", type=int, default=DEFAULT_TTL_SECONDS // DAY_SECONDS, help="default: 14")
@@ -113,6 +117,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "envelope_id", nargs="?", help="an envelope id (hex); without it, the outbox with receipts"
     )
     p.set_defaults(run=_run(_status))
+    cases_cli.register(sub)
+
+    clients.demo.register(sub)
+    register_audit(sub)
 
 
 # --- plumbing -----------------------------------------------------------------------------------
@@ -206,7 +214,9 @@ async def _refresh_quietly(client: AgencyClient) -> None:
 def _check_send(args: argparse.Namespace) -> None:
     if not 1 <= args.ttl_days <= 90:
         raise InvalidField("--ttl-days", "1 to 90 days")
-    if args.body_file is not None:
+    if args.referral is not None:
+        cases_cli.check_send(args)
+    elif args.body_file is not None:
         args.body_bytes = read_bytes(args.body_file, max_bytes=MAX_MANIFEST_BYTES)
     else:
         args.body_bytes = codec.nfc(args.body).encode("utf-8")
@@ -216,6 +226,9 @@ def _check_send(args: argparse.Namespace) -> None:
 
 
 async def _send(args: argparse.Namespace, client: AgencyClient) -> int:
+    if args.referral is not None:
+        sent = await cases_cli.send_referral(args, client)
+        return EX_TEMPFAIL if sent.result.state is OutboxState.PENDING else 0
     result = await client.send(
         args.to,
         args.body_bytes,

@@ -16,6 +16,8 @@ Invariants:
 - An envelope this client cannot judge now (the broker's own receipt does not verify, the
   broker unreachable) is neither verified nor rejected: it stays in the broker's inbox.
 - A damaged download is fetched again once before the envelope is rejected.
+- An `admit` hook (the referral workflow, `clients.referrals`) judges each opened envelope
+  before its `verified` receipt is signed; a `Refusal` rejects it with the refusal's reason.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 from clients.directory import VerifiedDirectory
 from clients.download import DownloadProgress, EnvelopeDownloader, InboxItem, check_part, part_path
@@ -37,12 +40,13 @@ from clients.outbox import LocalState, ProcessedIds, ReceivedEntry, ReceivedFile
 from clients.transport import Body, BrokerTransport, retry_after_of, transient
 from keys.identity import AgencyIdentity
 from protocol import codec
-from protocol.envelope import EnvelopeHeader
+from protocol.envelope import EnvelopeHeader, Manifest
 from protocol.errors import (
     CaseBridgeError,
     Conflict,
     DecryptionFailed,
     EnvelopeExpired,
+    InputError,
     MalformedInput,
     NotARecipient,
     Replayed,
@@ -51,6 +55,7 @@ from protocol.errors import (
     VerificationError,
 )
 from protocol.receipt import Receipt, ReceiptKind, ReceiptSubject, RejectReason
+from protocol.referral import CONTENT_TYPE, Message, decode_message
 
 log = logging.getLogger("casebridge.client.inbox")
 
@@ -80,6 +85,27 @@ class Delivery:
     def text(self) -> str:
         """The body as NFC text (for text/* and JSON bodies)."""
         return codec.nfc(self.body.decode("utf-8", errors="replace"))
+
+    @property
+    def message(self) -> Message | None:
+        """The typed referral message, when the body is one (content type
+        `protocol.referral.CONTENT_TYPE`; it was checked against the case on receipt)."""
+        if self.content_type != CONTENT_TYPE:
+            return None
+        return decode_message(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an opened envelope is rejected: `reason` goes into the `rejected` receipt, `summary`
+    into the log and the local record (it must hold no personal data)."""
+
+    reason: RejectReason
+    summary: str
+
+
+Admission: TypeAlias = Callable[[str, str, Manifest], Refusal | None]
+"""`admit(envelope_id, sender_id, manifest)`: None accepts an opened envelope."""
 
 
 def delivery_of(entry: ReceivedEntry, sender_name: str) -> Delivery:
@@ -132,6 +158,7 @@ class Receiver:
         directory: VerifiedDirectory,
         clock: Callable[[], int],
         refresh_directory: Callable[[], Awaitable[object]],
+        admit: Admission | None = None,
     ) -> None:
         self._identity = identity
         self._transport = transport
@@ -139,6 +166,7 @@ class Receiver:
         self._directory = directory
         self._clock = clock
         self._refresh = refresh_directory
+        self._admit = admit
         self.downloader = EnvelopeDownloader(transport, state.directory / INBOX_DIR)
 
     @property
@@ -289,6 +317,10 @@ class Receiver:
         except CaseBridgeError as e:
             await self._reject(envelope_id, header, e)
             return None
+        refusal = None if self._admit is None else self._admit(envelope_id, header.sender_id, opened.manifest)
+        if refusal is not None:
+            await self._reject(envelope_id, header, InputError(reason=refusal.summary), refusal.reason)
+            return None
         entry = ReceivedEntry(
             envelope_id=envelope_id,
             envelope_hash=header.envelope_hash.hex(),
@@ -311,8 +343,14 @@ class Receiver:
         await self.post_receipt(envelope_id, str(ReceiptKind.VERIFIED), verified)
         return delivery_of(entry, entry.sender_name)
 
-    async def _reject(self, envelope_id: str, header: EnvelopeHeader, error: CaseBridgeError) -> None:
-        reason = reject_reason(error)
+    async def _reject(
+        self,
+        envelope_id: str,
+        header: EnvelopeHeader,
+        error: CaseBridgeError,
+        reason: RejectReason | None = None,
+    ) -> None:
+        reason = reject_reason(error) if reason is None else reason
         log.warning(
             "envelope_rejected",
             extra={"envelope_id": envelope_id, "reject_reason": str(reason), "reason": error.reason},
@@ -396,4 +434,12 @@ def save_attachments(delivery: Delivery, destination: Path) -> list[Path]:
     return [copy_into(f.path, destination, f.filename) for f in delivery.attachments]
 
 
-__all__ = ["Delivery", "DownloadProgress", "InboxItem", "Receiver", "save_attachments"]
+__all__ = [
+    "Admission",
+    "Delivery",
+    "DownloadProgress",
+    "InboxItem",
+    "Receiver",
+    "Refusal",
+    "save_attachments",
+]

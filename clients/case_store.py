@@ -1,0 +1,418 @@
+"""The local case store: every case this agency works on, kept as the thread of its referral
+messages in `cases.sqlite3` in the client's state directory, encrypted at rest.
+
+Invariants:
+- The store keeps messages, never states: a case's state is `protocol.referral.replay` over its
+  thread in the order the messages were applied, so it always obeys the workflow rules.
+- A message joins a case only through `record_sent` / `record_received`, which rebuild the state,
+  `apply` the message and append it in one write transaction (BEGIN IMMEDIATE): two writers (the
+  CLI and an application) never both extend the same state. Receiving the same message again
+  (same bytes) changes nothing.
+- Encrypted at rest: each record is sealed with XChaCha20-Poly1305 (libsodium through PyNaCl)
+  under a random store key, with associated data naming its table and row (case, sequence number,
+  message), so a record moved to another row or case does not open; each case record counts its
+  messages, so a removed message shows. The store key is wrapped under a key derived from the
+  agency's signing seed (`derive_subkey`, label `cb-case-store`), one wrap per signing key id.
+  Lookups use keyed BLAKE2b blind indexes, so the file holds no case number, name or link id in
+  clear (only envelope ids of refused messages, which the broker knows anyway).
+- WAL journal with synchronous=FULL; the file is 0600 inside the 0700 state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nacl.bindings as sodium
+import nacl.exceptions
+
+from clients.case_threads import CaseThread, Direction, RefusedMessage, StoredMessage, normal_case_ref
+from keys.identity import AgencyIdentity
+from protocol import codec
+from protocol.errors import CaseBridgeError, Conflict, NotFound, StorageUnavailable
+from protocol.primitives import Random, blake2b, derive_subkey, system_random
+from protocol.referral import CaseState, Message, apply, decode_message, encode_message, replay
+
+DATABASE_NAME = "cases.sqlite3"
+SCHEMA_VERSION = 1
+NONCE_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+RECORD_LIMITS = codec.Limits(max_bytes=2 << 20, max_bin_len=(1 << 20) + 64)
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+_HEX_PREFIX = re.compile(r"[0-9a-f]{8,31}")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS cases (case_id BLOB PRIMARY KEY, sealed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY, case_id BLOB NOT NULL, message_key BLOB NOT NULL, sealed BLOB NOT NULL,
+    UNIQUE (case_id, message_key));
+CREATE TABLE IF NOT EXISTS case_refs (
+    ref_key BLOB NOT NULL, case_id BLOB NOT NULL, PRIMARY KEY (ref_key, case_id));
+CREATE TABLE IF NOT EXISTS refused (envelope_id TEXT PRIMARY KEY, case_id BLOB, sealed BLOB NOT NULL);
+"""
+
+
+def _damaged(path: Path, what: str) -> StorageUnavailable:
+    return StorageUnavailable(
+        f"the case store {path} is damaged or was altered ({what}). Restore it from a backup.",
+        reason=f"case store: {what}",
+    )
+
+
+class CaseStore:
+    """The encrypted case store of one agency. Thread-safe (one lock around the connection)."""
+
+    def __init__(
+        self, directory: str | os.PathLike[str], identity: AgencyIdentity, *, rng: Random = system_random
+    ) -> None:
+        self.agency_id = identity.agency_id
+        self.directory = Path(directory).absolute()
+        self.path = self.directory / DATABASE_NAME
+        self._rng = rng
+        self._lock = threading.RLock()
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fresh = not self.path.exists()
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if fresh:
+                os.chmod(self.path, 0o600)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(_SCHEMA)
+            with self._transaction() as db:
+                store_key = self._store_key(db, identity)
+        except sqlite3.Error as e:
+            raise self._storage_error(e) from e
+        except OSError as e:
+            raise StorageUnavailable(
+                f"cannot use the state directory {self.directory}: {e.strerror}. Check its permissions."
+            ) from e
+        self._record_key = derive_subkey(store_key, 1, label=b"cb-case-record")
+        self._index_key = derive_subkey(store_key, 2, label=b"cb-case-index")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> CaseStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- keys and sealing --------------------------------------------------------------------
+
+    def _store_key(self, db: sqlite3.Connection, identity: AgencyIdentity) -> bytes:
+        row = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif row[0] != SCHEMA_VERSION:
+            raise StorageUnavailable(
+                f"{self.path} was written by another CaseBridge version (schema {row[0]}); "
+                "upgrade CaseBridge."
+            )
+        wrap_key = derive_subkey(identity.signing_seed, 1, label=b"cb-case-store")
+        ad = b"CB-CASE-STORE-KEY-v1\x00" + identity.agency_id.encode() + b"\x00" + identity.key_id
+        name = "store_key:" + identity.key_id.hex()
+        wrapped = db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        if wrapped is None:
+            if db.execute("SELECT 1 FROM meta WHERE name LIKE 'store_key:%'").fetchone() is not None:
+                raise StorageUnavailable(
+                    f"the case store {self.path} belongs to another agency key; open it with the "
+                    "keystore of the agency that created it."
+                )
+            store_key = self._rng(32)
+            nonce = self._rng(NONCE_BYTES)
+            sealed = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(store_key, ad, nonce, wrap_key)
+            db.execute("INSERT INTO meta VALUES (?, ?)", (name, nonce + sealed))
+            return store_key
+        try:
+            blob = bytes(wrapped[0])
+            key: bytes = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                blob[NONCE_BYTES:], ad, blob[:NONCE_BYTES], wrap_key
+            )
+        except nacl.exceptions.CryptoError as e:
+            raise _damaged(self.path, "the store key does not open with this agency's key") from e
+        return key
+
+    def _index(self, kind: bytes, value: bytes) -> bytes:
+        return blake2b(kind + b"\x00" + value, label=b"cb-case-index", size=16, key=self._index_key)
+
+    def _case_id(self, case_link_id: bytes) -> bytes:
+        return self._index(b"case", case_link_id)
+
+    def _seal(self, value: Any, ad: bytes) -> bytes:
+        plaintext = codec.encode(value, limits=RECORD_LIMITS)
+        nonce = self._rng(NONCE_BYTES)
+        sealed: bytes = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            plaintext, b"CB-CASE-RECORD-v1\x00" + ad, nonce, self._record_key
+        )
+        return nonce + sealed
+
+    def _open(self, blob: bytes, ad: bytes) -> Any:
+        blob = bytes(blob)
+        try:
+            plaintext = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                blob[NONCE_BYTES:], b"CB-CASE-RECORD-v1\x00" + ad, blob[:NONCE_BYTES], self._record_key
+            )
+            return codec.decode(plaintext, limits=RECORD_LIMITS)
+        except (nacl.exceptions.CryptoError, CaseBridgeError) as e:
+            raise _damaged(self.path, "a record does not decrypt") from e
+
+    @staticmethod
+    def _message_ad(case_id: bytes, seq: int, message_key: bytes) -> bytes:
+        return b"message\x00" + case_id + seq.to_bytes(8, "big") + message_key
+
+    # --- database plumbing -------------------------------------------------------------------
+
+    def _storage_error(self, e: sqlite3.Error) -> CaseBridgeError:
+        return StorageUnavailable(
+            f"the case store {self.path} cannot be used ({e}). Check the disk and its permissions.",
+            reason=f"sqlite: {e}",
+        )
+
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A transaction: a write one takes the database's write lock at once (BEGIN
+        IMMEDIATE); a read one sees one consistent snapshot."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as e:
+                raise self._storage_error(e) from e
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise self._storage_error(e) from e
+
+    def _rows(self, db: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return db.execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise self._storage_error(e) from e
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def _load_messages(self, db: sqlite3.Connection, case_id: bytes) -> list[StoredMessage]:
+        case_row = self._rows(db, "SELECT sealed FROM cases WHERE case_id=?", (case_id,))
+        if not case_row:
+            return []
+        _, _, count = self._open(case_row[0][0], b"case\x00" + case_id)
+        out = []
+        rows = self._rows(
+            db, "SELECT seq, message_key, sealed FROM messages WHERE case_id=? ORDER BY seq", (case_id,)
+        )
+        for seq, message_key, sealed in rows:
+            _, direction, raw, envelope_id, recorded_at, names = self._open(
+                sealed, self._message_ad(case_id, seq, bytes(message_key))
+            )
+            message = decode_message(raw)
+            if self._index(b"message", message.message_id) != bytes(message_key):
+                raise _damaged(self.path, "a message is filed under another id")
+            out.append(
+                StoredMessage(seq, Direction(direction), message, envelope_id, recorded_at, tuple(names))
+            )
+        if len(out) != count:
+            raise _damaged(self.path, "a case's messages are missing")
+        return out
+
+    def _replayed(self, messages: list[StoredMessage], now: int) -> CaseState | None:
+        try:
+            return replay(self.agency_id, [m.message for m in messages], now=now)
+        except CaseBridgeError as e:
+            raise _damaged(self.path, f"a case thread no longer replays: {e.reason}") from e
+
+    def _refusals(self, db: sqlite3.Connection, case_id: bytes | None) -> list[RefusedMessage]:
+        """The refusals filed under `case_id`; with None, those tied to no stored case."""
+        if case_id is None:
+            sql = (
+                "SELECT envelope_id, case_id, sealed FROM refused"
+                " WHERE case_id IS NULL OR case_id NOT IN (SELECT case_id FROM cases)"
+            )
+            rows = self._rows(db, sql)
+        else:
+            rows = self._rows(
+                db, "SELECT envelope_id, case_id, sealed FROM refused WHERE case_id=?", (case_id,)
+            )
+        out = []
+        for envelope_id, filed_under, sealed in rows:
+            ad = b"refused\x00" + envelope_id.encode() + b"\x00" + bytes(filed_under or b"")
+            _, sender_id, refused_at, reason, detail, raw = self._open(sealed, ad)
+            message = None if raw is None else decode_message(raw)
+            link = None if message is None else message.header.case_link_id
+            out.append(RefusedMessage(envelope_id, sender_id, refused_at, reason, detail, message, link))
+        return sorted(out, key=lambda r: (r.refused_at, r.envelope_id))
+
+    def _thread(self, db: sqlite3.Connection, case_id: bytes, now: int) -> CaseThread | None:
+        messages = self._load_messages(db, case_id)
+        state = self._replayed(messages, now)
+        if state is None:
+            return None
+        return CaseThread(state, tuple(messages), tuple(self._refusals(db, case_id)))
+
+    def thread(self, case_link_id: bytes, *, now: int) -> CaseThread | None:
+        with self._transaction(write=False) as db:
+            return self._thread(db, self._case_id(case_link_id), now)
+
+    def threads(self, *, now: int) -> list[CaseThread]:
+        with self._transaction(write=False) as db:
+            ids = [bytes(r[0]) for r in self._rows(db, "SELECT case_id FROM cases")]
+            found = [self._thread(db, case_id, now) for case_id in ids]
+        return sorted((t for t in found if t is not None), key=lambda t: -t.last_activity)
+
+    def unlinked_refusals(self) -> list[RefusedMessage]:
+        """Refused messages tied to no stored case (they did not decode, or named no case here)."""
+        with self._transaction(write=False) as db:
+            return self._refusals(db, None)
+
+    def find(self, query: str, *, now: int) -> CaseThread:
+        """The case named by either side's case number, its link id (32 hex digits) or a
+        unique prefix of it (at least 8 hex digits)."""
+        text = normal_case_ref(query)
+        with self._transaction(write=False) as db:
+            if _HEX_ID.fullmatch(text.lower()):
+                found = self._thread(db, self._case_id(bytes.fromhex(text.lower())), now)
+                if found is not None:
+                    return found
+            ref_key = self._index(b"ref", text.encode())
+            ids = [
+                bytes(r[0])
+                for r in self._rows(db, "SELECT case_id FROM case_refs WHERE ref_key=?", (ref_key,))
+            ]
+            if not ids and _HEX_PREFIX.fullmatch(text.lower()):
+                ids = [
+                    bytes(case_id)
+                    for case_id, sealed in self._rows(db, "SELECT case_id, sealed FROM cases")
+                    if self._open(sealed, b"case\x00" + bytes(case_id))[1].hex().startswith(text.lower())
+                ]
+            threads = [t for t in (self._thread(db, i, now) for i in ids) if t is not None]
+        if not threads:
+            raise NotFound(
+                f"no case {query!r} in this agency's case store; `casebridge cases list` shows them."
+            )
+        if len(threads) > 1:
+            links = ", ".join(t.case_link_id.hex() for t in threads)
+            raise Conflict(f"{query!r} names several cases ({links}); give the case link id instead.")
+        return threads[0]
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def _append(
+        self,
+        db: sqlite3.Connection,
+        message: Message,
+        direction: Direction,
+        envelope_id: str | None,
+        now: int,
+        attachments: tuple[str, ...],
+    ) -> CaseState:
+        case_id = self._case_id(message.header.case_link_id)
+        messages = self._load_messages(db, case_id)
+        before = self._replayed(messages, now)
+        after = apply(before, message, as_sender=direction is Direction.SENT, now=now)
+        seq = int(self._rows(db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages")[0][0])
+        message_key = self._index(b"message", message.message_id)
+        record = [1, str(direction), encode_message(message), envelope_id, now, list(attachments)]
+        db.execute(
+            "INSERT INTO messages VALUES (?, ?, ?, ?)",
+            (seq, case_id, message_key, self._seal(record, self._message_ad(case_id, seq, message_key))),
+        )
+        case_record = [1, message.header.case_link_id, len(messages) + 1]
+        db.execute(
+            "INSERT OR REPLACE INTO cases VALUES (?, ?)",
+            (case_id, self._seal(case_record, b"case\x00" + case_id)),
+        )
+        for ref in (after.destination_case_ref, after.origin_case_ref):
+            if ref is not None:
+                ref_key = self._index(b"ref", normal_case_ref(ref).encode())
+                db.execute("INSERT OR IGNORE INTO case_refs VALUES (?, ?)", (ref_key, case_id))
+        return after
+
+    def record_sent(self, message: Message, *, now: int, attachments: tuple[str, ...] = ()) -> CaseState:
+        """Apply `message` as its sender and add it to its case; raises the workflow's refusal
+        (`InvalidTransition`, `ConsentError`, `InvalidField`) and then stores nothing."""
+        with self._transaction() as db:
+            return self._append(db, message, Direction.SENT, None, now, attachments)
+
+    def record_received(
+        self, message: Message, *, envelope_id: str, now: int, attachments: tuple[str, ...] = ()
+    ) -> CaseState:
+        """Apply `message` as its recipient and add it to its case; the same message again
+        (same bytes) changes nothing. Raises the workflow's refusal and then stores nothing."""
+        with self._transaction() as db:
+            case_id = self._case_id(message.header.case_link_id)
+            known = next(
+                (m for m in self._load_messages(db, case_id) if m.message.message_id == message.message_id),
+                None,
+            )
+            if known is not None and encode_message(known.message) == encode_message(message):
+                state = self._replayed(self._load_messages(db, case_id), now)
+                assert state is not None  # A case with a message has a state.
+                return state
+            return self._append(db, message, Direction.RECEIVED, envelope_id, now, attachments)
+
+    def _rewrite_sent(self, message: Message, envelope_id: str | None, *, remove: bool) -> None:
+        case_id = self._case_id(message.header.case_link_id)
+        message_key = self._index(b"message", message.message_id)
+        with self._transaction() as db:
+            rows = self._rows(
+                db,
+                "SELECT seq, sealed FROM messages WHERE case_id=? AND message_key=?",
+                (case_id, message_key),
+            )
+            if not rows:
+                raise NotFound(f"message {message.message_id.hex()} is not in the case store.")
+            seq, sealed = rows[0]
+            ad = self._message_ad(case_id, seq, message_key)
+            record = self._open(sealed, ad)
+            if record[1] != str(Direction.SENT) or record[3] is not None:
+                raise Conflict(f"message {message.message_id.hex()} was already sealed.")
+            if not remove:
+                record[3] = envelope_id
+                db.execute("UPDATE messages SET sealed=? WHERE seq=?", (self._seal(record, ad), seq))
+                return
+            db.execute("DELETE FROM messages WHERE seq=?", (seq,))
+            remaining = self._rows(db, "SELECT COUNT(*) FROM messages WHERE case_id=?", (case_id,))[0][0]
+            if remaining == 0:
+                db.execute("DELETE FROM cases WHERE case_id=?", (case_id,))
+                db.execute("DELETE FROM case_refs WHERE case_id=?", (case_id,))
+            else:
+                case_record = [1, message.header.case_link_id, remaining]
+                db.execute(
+                    "UPDATE cases SET sealed=? WHERE case_id=?",
+                    (self._seal(case_record, b"case\x00" + case_id), case_id),
+                )
+
+    def mark_sealed(self, message: Message, envelope_id: str) -> None:
+        """Note the envelope a sent message was sealed into."""
+        self._rewrite_sent(message, envelope_id, remove=False)
+
+    def discard_unsealed(self, message: Message) -> None:
+        """Take back a sent message whose sealing failed (it never left this machine)."""
+        self._rewrite_sent(message, None, remove=True)
+
+    def record_refusal(self, refused: RefusedMessage) -> None:
+        """Keep a refused delivery and why (once per envelope)."""
+        case_id = None if refused.case_link_id is None else self._case_id(refused.case_link_id)
+        raw = None if refused.message is None else encode_message(refused.message)
+        record = [1, refused.sender_id, refused.refused_at, refused.reason, refused.detail, raw]
+        ad = b"refused\x00" + refused.envelope_id.encode() + b"\x00" + (case_id or b"")
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO refused VALUES (?, ?, ?)",
+                (refused.envelope_id, case_id, self._seal(record, ad)),
+            )
