@@ -3,7 +3,8 @@ go through HTTP): register a certificate or a revocation list, and report counts
 
 They verify exactly as the HTTP routes do (the same `Directory`), audit as `by="offline"`, and
 are meant for bootstrapping (the first operator certificate) and for a broker that is stopped:
-a running broker reads the directory at start, so it sees offline registrations after a restart.
+a running broker on SQLite reads the directory at start, so it sees offline registrations after
+a restart; brokers on PostgreSQL are told at once (they re-read it on every registration).
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from dataclasses import dataclass
 from broker.app import load_roots
 from broker.service.directory import Directory
 from broker.settings import Settings
+from broker.storage.factory import open_store
 from broker.storage.interfaces import Store
 from broker.storage.records import StoreCounts
-from broker.storage.sqlite import open_sqlite_store
 
 OFFLINE = "offline"
 
 
 @asynccontextmanager
 async def opened_store(settings: Settings, now: int) -> AsyncIterator[Store]:
-    store = await open_sqlite_store(settings.database_file, settings.blob_dir, now=now, owner=False)
+    store = await open_store(settings, now=now, owner=False)
     try:
         yield store
     finally:

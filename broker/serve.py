@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from broker.app import create_app, drain
 from broker.clock import Clock
 from broker.settings import Settings
-from broker.storage.sqlite import open_sqlite_store
+from broker.storage.factory import open_store
 from keys.identity import BrokerIdentity
 from protocol.errors import ConfigError
 
@@ -77,7 +77,7 @@ async def serve(
     port = sock.getsockname()[1]
     if settings.listen_port != port:
         settings = dataclasses.replace(settings, listen_port=port)
-    store = await open_sqlite_store(settings.database_file, settings.blob_dir, now=clock.now())
+    store = await open_store(settings, now=clock.now())
     try:
         app = create_app(
             settings, store=store, clock=clock, registry=CollectorRegistry(), broker_identity=identity

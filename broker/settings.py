@@ -11,6 +11,8 @@ Invariants:
   working directory. Paths are made absolute when loaded.
 - Settings hold no secret: the keystore passphrase is read from the variable `passphrase_env`
   names, at start, and never stored here.
+- Witnesses are `"<vkey> <url>"` entries (a tlog-cosignature verifier key, type 0x04, and the
+  witness's submission URL); in the environment they are separated by `;`.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from protocol.certificate import AGENCY_ID
 from protocol.envelope import MAX_RECIPIENTS
-from protocol.errors import ConfigError
+from protocol.errors import CaseBridgeError, ConfigError
+from protocol.note import SIG_COSIGNATURE_V1, VerifierKey
 
 ENV_PREFIX = "CASEBRIDGE_"
 DEFAULT_PORT = 8443
@@ -33,6 +37,25 @@ DAY_SECONDS = 86400
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CONFIG_FILE_NAME = "broker.toml"
+MAX_WITNESSES = 16
+LOG_ORIGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,127}(?:/[A-Za-z0-9._~-]{1,64}){0,8}")
+WITNESS_URL = re.compile(r"https?://[A-Za-z0-9.\[\]:-]+(?:/[A-Za-z0-9._~%/-]*)?")
+
+
+@dataclass(frozen=True, slots=True)
+class Witness:
+    """A witness the broker submits checkpoints to (c2sp.org/tlog-witness) and whose
+    cosignatures it publishes: `url` is the submission prefix (`<url>/add-checkpoint`)."""
+
+    vkey: VerifierKey
+    url: str
+
+    @property
+    def name(self) -> str:
+        return self.vkey.name
+
+    def entry(self) -> str:
+        return f"{self.vkey.encode()} {self.url}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +89,31 @@ class Settings:
     clock_skew_seconds: int = 300
     shutdown_timeout_seconds: int = 30
     log_level: str = "INFO"
+    log_origin: str = ""
+    """The audit log's checkpoint origin (and note key name). Empty means
+    `casebridge.<broker id in lower case>/audit`."""
+    checkpoint_interval_seconds: int = 2
+    """How soon a checkpoint covers new audit entries."""
+    checkpoint_idle_seconds: int = 3600
+    """How often a checkpoint is signed (and witnessed) when nothing was appended."""
+    witnesses: tuple[Witness, ...] = ()
+    witness_timeout_seconds: int = 10
+    database_url: str = ""
+    """PostgreSQL (`postgresql://user@host:port/database`), which several replicas may share;
+    empty means SQLite in `data_dir`. It holds no password: libpq's PGPASSWORD or password file
+    (PGPASSFILE, ~/.pgpass) gives it."""
+    database_owner_url: str = ""
+    """The schema owner's connection, used only at start to apply migrations (the broker's own
+    role may not change the schema); empty means `database_url` applies them."""
+    database_max_connections: int = 10
 
     @property
     def authority(self) -> str:
         return self.public_authority or f"{self.listen_host}:{self.listen_port}"
+
+    @property
+    def audit_origin(self) -> str:
+        return self.log_origin or f"casebridge.{self.broker_id.lower()}/audit"
 
     @property
     def database_file(self) -> Path:
@@ -98,6 +142,10 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "request_timeout_seconds": (1, 3600),
     "clock_skew_seconds": (10, 3600),
     "shutdown_timeout_seconds": (0, 3600),
+    "checkpoint_interval_seconds": (1, 3600),
+    "checkpoint_idle_seconds": (10, 7 * DAY_SECONDS),
+    "witness_timeout_seconds": (1, 300),
+    "database_max_connections": (2, 1000),
 }
 _PATHS = ("data_dir", "keystore_file")
 _OPTIONAL_PATHS = ("tls_cert_file", "tls_key_file")
@@ -131,7 +179,34 @@ def _int(name: str, value: object) -> int:
     return value
 
 
+def _witness(value: object) -> Witness:
+    expected = "entries '<vkey> <url>': a cosignature (type 0x04) vkey and an http(s) URL"
+    if not isinstance(value, str) or len(value.split()) != 2:
+        raise _bad("witnesses", expected)
+    vkey_text, url = value.split()
+    try:
+        vkey = VerifierKey.parse(vkey_text)
+    except CaseBridgeError:
+        raise _bad("witnesses", expected) from None
+    if vkey.sig_type != SIG_COSIGNATURE_V1 or not WITNESS_URL.fullmatch(url):
+        raise _bad("witnesses", expected)
+    return Witness(vkey, url.rstrip("/"))
+
+
+def _witnesses(value: object) -> tuple[Witness, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.split(";") if v.strip()]
+    if not isinstance(value, list) or len(value) > MAX_WITNESSES:
+        raise _bad("witnesses", f"a list of at most {MAX_WITNESSES} '<vkey> <url>' entries")
+    found = tuple(_witness(v) for v in value)
+    if len({w.name for w in found}) != len(found):
+        raise _bad("witnesses", "witnesses with different names")
+    return found
+
+
 def _convert(name: str, value: object, base: Path) -> object:
+    if name == "witnesses":
+        return _witnesses(value)
     if name in _INT_BOUNDS:
         return _int(name, value)
     if name in _PATHS:
@@ -147,6 +222,20 @@ def _convert(name: str, value: object, base: Path) -> object:
     if not isinstance(value, str):
         raise _bad(name, "text")
     return value.strip()
+
+
+def _database_url(name: str, value: object) -> None:
+    expected = "a postgresql://user@host[:port]/database URL with no password (use PGPASSWORD or ~/.pgpass)"
+    if not isinstance(value, str):
+        raise _bad(name, expected)
+    try:
+        url = urlsplit(value)
+        has_password = url.password is not None
+        url.port  # noqa: B018 - parsing the port is the check: a bad one raises ValueError
+    except ValueError:
+        raise _bad(name, expected) from None
+    if url.scheme not in ("postgresql", "postgres") or not url.path.strip("/") or has_password:
+        raise _bad(name, expected)
 
 
 def _check(values: dict[str, object]) -> None:
@@ -169,6 +258,18 @@ def _check(values: dict[str, object]) -> None:
     envelope = values.get("max_envelope_bytes", _FIELDS["max_envelope_bytes"].default)
     if isinstance(part, int) and isinstance(envelope, int) and part > envelope:
         raise _bad("max_part_bytes", "at most max_envelope_bytes")
+    for name in ("database_url", "database_owner_url"):
+        if values.get(name):
+            _database_url(name, values[name])
+    if values.get("database_owner_url") and not values.get("database_url"):
+        raise _bad("database_owner_url", "empty unless database_url is set")
+    origin = values.get("log_origin", "")
+    if origin and not (isinstance(origin, str) and LOG_ORIGIN.fullmatch(origin)):
+        raise _bad("log_origin", "a schema-less URL such as casebridge.th-casebridge/audit")
+    interval = values.get("checkpoint_interval_seconds", _FIELDS["checkpoint_interval_seconds"].default)
+    idle = values.get("checkpoint_idle_seconds", _FIELDS["checkpoint_idle_seconds"].default)
+    if isinstance(interval, int) and isinstance(idle, int) and interval > idle:
+        raise _bad("checkpoint_interval_seconds", "at most checkpoint_idle_seconds")
 
 
 def from_values(file_values: Mapping[str, object], *, base_dir: Path, environ: Mapping[str, str]) -> Settings:
@@ -220,6 +321,8 @@ def _toml_value(value: object) -> str:
     if isinstance(value, str):
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{escaped}"'
+    if isinstance(value, Witness):
+        return _toml_value(value.entry())
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__}")

@@ -2,7 +2,8 @@
 
 Invariants:
 - The store is the record; this object is a snapshot of it, loaded at start and updated only
-  after a registration committed, so it never holds what the store does not.
+  after a registration committed, so it never holds what the store does not. Replicas sharing
+  one database `refresh` it when another process registered something.
 - Trust decisions go through `protocol.certificate.TrustStore` as of the time given. A verified
   certificate is cached with the window in which that verdict holds (its own and its root's
   validity, and its revocation time); the cache is dropped whenever a revocation list changes.
@@ -18,9 +19,9 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from broker.audit import leaves
 from broker.storage.interfaces import DirectoryStore
 from broker.storage.records import StoredCertificate, StoredEncryptionKey, StoredRevocationList, StoredRoot
+from protocol import auditlog
 from protocol.certificate import (
     AgencyCertificate,
     EncryptionKey,
@@ -62,7 +63,7 @@ class Directory:
     async def load(self, now: int) -> None:
         """Record the configured roots (audited when new), then read everything registered."""
         for root in self._roots:
-            leaf = leaves.root_configured(now, root.country, root.key_id, root.raw)
+            leaf = auditlog.encode_leaf(now, auditlog.RootConfigured(root.country, root.key_id, root.raw))
             await self._store.add_root(StoredRoot(root.key_id, root.country, root.raw, now), leaf)
         for crl in await self._store.revocation_lists():
             try:
@@ -74,6 +75,30 @@ class Directory:
         for stored_key in await self._store.encryption_keys():
             statement = EncryptionKey.parse(stored_key.raw)
             self._encryption_keys[statement.key_id] = statement
+
+    async def refresh(self) -> None:
+        """Read what other processes registered since the last read (replicas sharing one
+        database): new certificates and encryption keys, and newer revocation lists (which
+        drop the cached verdicts)."""
+        revoked = False
+        for crl in await self._store.revocation_lists():
+            held = self._trust.revocation_list(crl.country)
+            if held is not None and crl.number <= held.number:
+                continue
+            try:
+                self._trust.accept_revocation_list(crl.raw)
+                revoked = True
+            except CaseBridgeError as e:
+                log.warning("revocation_list_not_loaded", extra={"country": crl.country, "reason": e.reason})
+        if revoked:
+            self._verdicts.clear()
+        for stored in await self._store.certificates():
+            if stored.key_id not in self._certificates:
+                self._add_certificate(AgencyCertificate.parse(stored.raw))
+        for stored_key in await self._store.encryption_keys():
+            if stored_key.key_id not in self._encryption_keys:
+                statement = EncryptionKey.parse(stored_key.raw)
+                self._encryption_keys[statement.key_id] = statement
 
     def _add_certificate(self, cert: AgencyCertificate) -> None:
         key_id = cert.key_id
@@ -156,7 +181,9 @@ class Directory:
     async def register_certificate(self, data: bytes, now: int, *, by: str) -> tuple[AgencyCertificate, bool]:
         """Verify and store an agency certificate; (certificate, created)."""
         cert = self._trust.verify_agency(data, now)
-        leaf = leaves.certificate_registered(now, cert.agency_id, cert.key_id, cert.raw, by)
+        leaf = auditlog.encode_leaf(
+            now, auditlog.CertificateRegistered(cert.agency_id, cert.key_id, cert.raw, by)
+        )
         created = await self._store.add_certificate(
             StoredCertificate(cert.key_id, cert.agency_id, cert.raw, now), leaf
         )
@@ -176,7 +203,9 @@ class Directory:
             raise Conflict(
                 reason=f"revocation list {crl.number} is not newer than the one held ({held.number})"
             )
-        leaf = leaves.revocation_list_registered(now, crl.country, crl.number, crl.raw, by)
+        leaf = auditlog.encode_leaf(
+            now, auditlog.RevocationListRegistered.of(crl.raw, country=crl.country, number=crl.number, by=by)
+        )
         created = await self._store.add_revocation_list(
             StoredRevocationList(crl.country, crl.number, crl.raw, now), leaf
         )
@@ -199,7 +228,9 @@ class Directory:
             )
         signer = self.verified(signer.key_id, now)
         statement = self._trust.verify_encryption_key(statement, signer, now)
-        leaf = leaves.encryption_key_registered(now, statement.agency_id, statement.key_id, statement.raw)
+        leaf = auditlog.encode_leaf(
+            now, auditlog.EncryptionKeyRegistered(statement.agency_id, statement.key_id, statement.raw)
+        )
         created = await self._store.add_encryption_key(
             StoredEncryptionKey(statement.key_id, statement.agency_id, statement.raw, now), leaf
         )

@@ -87,6 +87,13 @@ class Notifier:
                 if not subscribers:
                     del self._subscribers[agency_id]
 
+    def wake_all(self) -> None:
+        """Wake every waiting long poll to query again (hints may have been missed)."""
+        for channel in self._channels.values():
+            channel.generation += 1
+            channel.changed.set()
+            channel.changed = asyncio.Event()
+
     @property
     def closed(self) -> bool:
         return self._closed

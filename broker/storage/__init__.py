@@ -1,2 +1,3 @@
 """Broker storage: small async interfaces per domain (`interfaces`), the records they exchange
-(`records`), and the engines implementing them (`sqlite`; PostgreSQL later)."""
+(`records`), the engines implementing them (`sqlite`, `postgresql`), and `factory`, which opens
+the engine the settings name."""

@@ -1,6 +1,6 @@
 """The storage interfaces the broker's services use: one small async Protocol per domain.
 
-Every engine (SQLite now, PostgreSQL later) implements all of them and passes the same contract
+Every engine (SQLite, PostgreSQL) implements all of them and passes the same contract
 suite (tests/integration/test_storage_contract.py). Engine-specific SQL lives only inside an
 engine's package.
 
@@ -21,6 +21,7 @@ from typing import Protocol
 
 from broker.storage.records import (
     Acceptance,
+    Change,
     EnvelopeRecord,
     InboxEntry,
     NewEnvelope,
@@ -33,6 +34,7 @@ from broker.storage.records import (
     StoredEncryptionKey,
     StoredRevocationList,
     StoredRoot,
+    TokenLease,
 )
 
 
@@ -182,6 +184,23 @@ class AuditLog(Protocol):
     async def leaves(self, start: int, end: int) -> list[bytes]: ...
 
 
+class SharedState(Protocol):
+    """What the replicas of one broker coordinate through when they share one database. An
+    engine that one process owns (SQLite) has none: its in-process state is the whole truth."""
+
+    def changes(self) -> AsyncIterator[Change]:
+        """A subscription to the changes other processes commit from this call on, in commit
+        order, as hints (a lost connection shows as one `RESYNC`). One per consumer."""
+        ...
+
+    async def exchange_tokens(
+        self, agency_id: str, returned: int, wanted: int, per_minute: int, burst: int
+    ) -> TokenLease:
+        """Put back `returned` unused tokens and take up to `wanted` from the agency's bucket,
+        which holds at most `burst` and refills at `per_minute` (by the database's clock)."""
+        ...
+
+
 class Store(Protocol):
     """One storage engine: the domain stores over one database (and its blob directory)."""
 
@@ -199,6 +218,11 @@ class Store(Protocol):
 
     @property
     def audit(self) -> AuditLog: ...
+
+    @property
+    def shared(self) -> SharedState | None:
+        """The coordination between replicas, None when one process owns the database."""
+        ...
 
     async def check_ready(self) -> None:
         """Raise `StorageUnavailable` unless the database answers and its schema is current."""

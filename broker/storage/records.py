@@ -197,3 +197,36 @@ class StoreCounts:
     envelopes_stored: int
     open_inbox_entries: int
     audit_entries: int
+
+
+# --- replicas sharing one database ------------------------------------------------------------
+
+
+class ChangeKind(StrEnum):
+    INBOX = "inbox"
+    """An envelope reached `agency_id`'s inbox at cursor `position`."""
+    RECEIPT = "receipt"
+    """A receipt joined `agency_id`'s (the sender's) feed at seq `position`."""
+    DIRECTORY = "directory"
+    """A certificate, encryption key or revocation list was registered."""
+    RESYNC = "resync"
+    """Changes may have been missed (the connection carrying them was lost): re-read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change another process committed to the shared database: a hint, never a record."""
+
+    kind: ChangeKind
+    agency_id: str = ""
+    envelope_id: bytes = b""
+    position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLease:
+    """Rate-limit tokens taken from an agency's shared bucket; when none were granted,
+    `retry_after_seconds` says when one will be there."""
+
+    granted: int
+    retry_after_seconds: int

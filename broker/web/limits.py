@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 from protocol.errors import RateLimited
 
 MAX_BUCKETS = 100_000
+
+
+class AgencyLimiter(Protocol):
+    """What authentication asks before a request is served (in-process or shared by replicas)."""
+
+    async def admit(self, agency_id: str, now: float) -> None:
+        """Spend one token of `agency_id` at monotonic time `now`, or raise `RateLimitExceeded`."""
+        ...
 
 
 class RateLimitExceeded(RateLimited):
@@ -46,6 +55,9 @@ class RateLimiter:
         if bucket.tokens < 1.0:
             raise RateLimitExceeded(max(1, math.ceil((1.0 - bucket.tokens) / self._rate)))
         bucket.tokens -= 1.0
+
+    async def admit(self, agency_id: str, now: float) -> None:
+        self.take(agency_id, now)
 
     def _drop_full(self, now: float) -> None:
         for agency_id, bucket in list(self._buckets.items()):

@@ -13,7 +13,8 @@ from broker.service.receipts import ReceiptDesk
 from broker.service.retention import Retention
 from broker.service.submission import Submission
 from broker.web.drain import Drain
-from broker.web.limits import RateLimiter
+from broker.web.limits import AgencyLimiter, RateLimiter
+from broker.web.shared_limits import SharedRateLimiter
 from protocol.certificate import AgencyCertificate
 
 
@@ -26,18 +27,24 @@ class Handlers:
     inbox: Inbox
     receipts: ReceiptDesk
     retention: Retention
-    rate_limiter: RateLimiter
+    rate_limiter: AgencyLimiter
 
     @classmethod
     def build(cls, services: Services) -> Handlers:
         settings = services.settings
+        shared = services.store.shared
+        limiter: AgencyLimiter = (
+            RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+            if shared is None
+            else SharedRateLimiter(shared, settings.rate_limit_per_minute, settings.rate_limit_burst)
+        )
         return cls(
             services=services,
             submission=Submission(services),
             inbox=Inbox(services),
             receipts=ReceiptDesk(services),
             retention=Retention(services),
-            rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            rate_limiter=limiter,
         )
 
 

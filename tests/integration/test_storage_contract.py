@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from broker.audit import leaves
 from broker.storage.interfaces import Store
 from broker.storage.records import (
     OPEN_STATES,
@@ -17,6 +16,7 @@ from broker.storage.records import (
     StoredCertificate,
     StoredRevocationList,
 )
+from protocol import auditlog
 from protocol.errors import Conflict
 from tests.integration.storage_engines import START_TIME
 
@@ -40,15 +40,19 @@ def envelope(
         recipients=recipients,
         accepted_at=T0,
         expires_at=T0 + ttl,
-        leaf=leaves.envelope_accepted(
+        leaf=auditlog.encode_leaf(
             T0,
-            envelope_id=envelope_id,
-            envelope_hash=b"h" * 32,
-            sender_id=SENDER,
-            recipients=recipients,
-            header_length=10,
-            part_lengths=[300, 70_000],
-            expires_at=T0 + ttl,
+            auditlog.EnvelopeAccepted(
+                envelope_id=envelope_id,
+                envelope_hash=b"h" * 32,
+                sender_id=SENDER,
+                sender_key_id=b"k" * 16,
+                recipients=tuple(sorted(recipients)),
+                header_length=10,
+                part_lengths=(300, 70_000),
+                expires_at=T0 + ttl,
+                sender_signature=b"s" * 64,
+            ),
         ),
     )
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from broker.storage.schema import SchemaTooNew as SchemaTooNew  # re-exported for callers
+from broker.storage.schema import too_new
 from protocol.errors import CaseBridgeError, StorageUnavailable
 
 T = TypeVar("T")
@@ -45,11 +47,6 @@ MIGRATIONS_PACKAGE = "broker.storage.sqlite.migrations"
 _MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 log = logging.getLogger("casebridge.broker.storage")
-
-
-class SchemaTooNew(StorageUnavailable):
-    title = "Database schema too new"
-    remedy = "This database was written by a newer CaseBridge; upgrade the broker before starting it."
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -102,11 +99,7 @@ def apply_migrations(conn: sqlite3.Connection, now: int) -> int:
     current = schema_version(conn)
     known = migrations()
     if current > len(known):
-        raise SchemaTooNew(
-            f"the database has schema version {current}, but this broker knows only up to "
-            f"{len(known)}. Upgrade CaseBridge before starting the broker on this data directory.",
-            reason=f"schema version {current} > {len(known)}",
-        )
+        raise too_new(current, len(known), "this data directory")
     for version, script in known[current:]:
         try:
             conn.executescript(

@@ -102,6 +102,7 @@ def _receipt(row: Sequence[Any]) -> ReceiptRecord:
 
 def _insert_receipt(
     conn: sqlite3.Connection,
+    audit: SqliteAuditLog,
     *,
     sender_id: str,
     envelope_id: bytes,
@@ -111,7 +112,7 @@ def _insert_receipt(
     leaf: bytes,
     now: int,
 ) -> ReceiptRecord:
-    log_index = SqliteAuditLog.append(conn, leaf, now)
+    log_index = audit.append(conn, leaf, now)
     seq = int(
         conn.execute(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM receipts WHERE sender_id = ?", (sender_id,)
@@ -145,7 +146,9 @@ def _acceptance(conn: sqlite3.Connection, envelope_id: bytes, *, created: bool) 
     )
 
 
-def _accept(conn: sqlite3.Connection, new: NewEnvelope, issue: ReceiptIssuer) -> Acceptance:
+def _accept(
+    conn: sqlite3.Connection, audit: SqliteAuditLog, new: NewEnvelope, issue: ReceiptIssuer
+) -> Acceptance:
     held = conn.execute(
         "SELECT envelope_hash FROM envelopes WHERE envelope_id = ?", (new.envelope_id,)
     ).fetchone()
@@ -157,7 +160,7 @@ def _accept(conn: sqlite3.Connection, new: NewEnvelope, issue: ReceiptIssuer) ->
             raise AssertionError("unreachable: the envelope row was just read")
         return first
     now = new.accepted_at
-    index = SqliteAuditLog.append(conn, new.leaf, now)
+    index = audit.append(conn, new.leaf, now)
     conn.execute(
         "INSERT INTO envelopes (envelope_id, envelope_hash, sender_id, sender_key_id, header, header_length, "
         "accepted_at, expires_at, accepted_index, open_recipients) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -201,6 +204,7 @@ def _accept(conn: sqlite3.Connection, new: NewEnvelope, issue: ReceiptIssuer) ->
     receipts = tuple(
         _insert_receipt(
             conn,
+            audit,
             sender_id=new.sender_id,
             envelope_id=new.envelope_id,
             recipient_id=receipt.recipient_id,
@@ -227,7 +231,7 @@ def _accept(conn: sqlite3.Connection, new: NewEnvelope, issue: ReceiptIssuer) ->
     return Acceptance(created=True, envelope=envelope, receipts=receipts, cursors=tuple(cursors))
 
 
-def _record(conn: sqlite3.Connection, new: NewReceipt) -> ReceiptOutcome:
+def _record(conn: sqlite3.Connection, audit: SqliteAuditLog, new: NewReceipt) -> ReceiptOutcome:
     entry = conn.execute(
         "SELECT i.state, e.sender_id FROM inbox i JOIN envelopes e ON e.envelope_id = i.envelope_id "
         "WHERE i.envelope_id = ? AND i.recipient_id = ?",
@@ -252,6 +256,7 @@ def _record(conn: sqlite3.Connection, new: NewReceipt) -> ReceiptOutcome:
         )
     record = _insert_receipt(
         conn,
+        audit,
         sender_id=sender_id,
         envelope_id=new.envelope_id,
         recipient_id=new.recipient_id,
@@ -263,14 +268,16 @@ def _record(conn: sqlite3.Connection, new: NewReceipt) -> ReceiptOutcome:
     return ReceiptOutcome(record, False, state, new.to_state)
 
 
-def _purge(conn: sqlite3.Connection, envelope_id: bytes, now: int, leaf: bytes) -> bool:
+def _purge(
+    conn: sqlite3.Connection, audit: SqliteAuditLog, envelope_id: bytes, now: int, leaf: bytes
+) -> bool:
     row = conn.execute(
         "SELECT 1 FROM envelopes WHERE envelope_id = ? AND open_recipients = 0 AND purged_at IS NULL",
         (envelope_id,),
     ).fetchone()
     if row is None:
         return False
-    SqliteAuditLog.append(conn, leaf, now)
+    audit.append(conn, leaf, now)
     conn.execute(
         "UPDATE envelopes SET header = NULL, purged_at = ? WHERE envelope_id = ?", (now, envelope_id)
     )
@@ -292,11 +299,12 @@ def _counts(conn: sqlite3.Connection) -> StoreCounts:
 
 
 class SqliteDeliveryStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, audit: SqliteAuditLog) -> None:
         self._db = db
+        self._audit = audit
 
     async def accept_envelope(self, new: NewEnvelope, issue: ReceiptIssuer) -> Acceptance:
-        return await self._db.write(lambda conn: _accept(conn, new, issue))
+        return await self._db.write(lambda conn: _accept(conn, self._audit, new, issue))
 
     async def acceptance(self, envelope_id: bytes) -> Acceptance | None:
         return await self._db.read(lambda conn: _acceptance(conn, envelope_id, created=False))
@@ -339,7 +347,7 @@ class SqliteDeliveryStore:
         return await self._db.read(lambda conn: _entries(conn, where, (recipient_id, after, limit)))
 
     async def record_receipt(self, receipt: NewReceipt) -> ReceiptOutcome:
-        return await self._db.write(lambda conn: _record(conn, receipt))
+        return await self._db.write(lambda conn: _record(conn, self._audit, receipt))
 
     async def receipts_for(self, envelope_id: bytes) -> list[ReceiptRecord]:
         def job(conn: sqlite3.Connection) -> list[ReceiptRecord]:
@@ -382,7 +390,7 @@ class SqliteDeliveryStore:
         return await self._db.read(job)
 
     async def mark_purged(self, envelope_id: bytes, now: int, leaf: bytes) -> bool:
-        return await self._db.write(lambda conn: _purge(conn, envelope_id, now, leaf))
+        return await self._db.write(lambda conn: _purge(conn, self._audit, envelope_id, now, leaf))
 
     async def stored_hashes(self) -> set[bytes]:
         def job(conn: sqlite3.Connection) -> set[bytes]:

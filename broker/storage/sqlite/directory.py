@@ -11,8 +11,9 @@ from protocol.errors import Conflict
 
 
 class SqliteDirectoryStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, audit: SqliteAuditLog) -> None:
         self._db = db
+        self._audit = audit
 
     async def roots(self) -> list[StoredRoot]:
         def job(conn: sqlite3.Connection) -> list[StoredRoot]:
@@ -28,7 +29,7 @@ class SqliteDirectoryStore:
                 if bytes(held[0]) != root.raw:
                     raise Conflict(reason=f"root key {root.key_id.hex()} is recorded with other bytes")
                 return False
-            SqliteAuditLog.append(conn, leaf, root.added_at)
+            self._audit.append(conn, leaf, root.added_at)
             conn.execute(
                 "INSERT INTO roots (key_id, country, raw, added_at) VALUES (?, ?, ?, ?)",
                 (root.key_id, root.country, root.raw, root.added_at),
@@ -54,7 +55,7 @@ class SqliteDirectoryStore:
                 if bytes(held[0]) != cert.raw:
                     raise Conflict(reason=f"key {cert.key_id.hex()} is registered with another certificate")
                 return False
-            SqliteAuditLog.append(conn, leaf, cert.registered_at)
+            self._audit.append(conn, leaf, cert.registered_at)
             conn.execute(
                 "INSERT INTO certificates (key_id, agency_id, raw, registered_at) VALUES (?, ?, ?, ?)",
                 (cert.key_id, cert.agency_id, cert.raw, cert.registered_at),
@@ -82,7 +83,7 @@ class SqliteDirectoryStore:
                         reason=f"encryption key {key.key_id.hex()} is registered with another statement"
                     )
                 return False
-            SqliteAuditLog.append(conn, leaf, key.registered_at)
+            self._audit.append(conn, leaf, key.registered_at)
             conn.execute(
                 "INSERT INTO encryption_keys (key_id, agency_id, raw, registered_at) VALUES (?, ?, ?, ?)",
                 (key.key_id, key.agency_id, key.raw, key.registered_at),
@@ -116,7 +117,7 @@ class SqliteDirectoryStore:
                         reason=f"revocation list {crl.number} of {crl.country} is not newer than the "
                         f"one held ({held[0]})"
                     )
-            SqliteAuditLog.append(conn, leaf, crl.registered_at)
+            self._audit.append(conn, leaf, crl.registered_at)
             conn.execute(
                 "INSERT INTO revocation_lists (country, number, raw, registered_at) VALUES (?, ?, ?, ?)",
                 (crl.country, crl.number, crl.raw, crl.registered_at),

@@ -18,10 +18,10 @@ class SqliteStore:
 
     def __init__(self, db: Database, blobs: FileBlobStore) -> None:
         self.db = db
-        self._directory = SqliteDirectoryStore(db)
-        self._delivery = SqliteDeliveryStore(db)
-        self._nonces = SqliteNonceStore(db)
         self._audit = SqliteAuditLog(db)
+        self._directory = SqliteDirectoryStore(db, self._audit)
+        self._delivery = SqliteDeliveryStore(db, self._audit)
+        self._nonces = SqliteNonceStore(db)
         self._blobs = blobs
 
     @property
@@ -43,6 +43,11 @@ class SqliteStore:
     @property
     def audit(self) -> SqliteAuditLog:
         return self._audit
+
+    @property
+    def shared(self) -> None:
+        """One broker process owns a SQLite data directory: nothing is shared."""
+        return None
 
     async def check_ready(self) -> None:
         version = await self.db.read(schema_version)
