@@ -2,10 +2,13 @@
 
 `create_app(settings, *, store, clock, registry, broker_identity)` builds one app with no global
 state: the store (opened and closed by the caller), the clock, the Prometheus registry and the
-broker's unlocked identity are passed in. Startup (in `cleanup_ctx`) loads the directory,
+broker's unlocked identity are passed in. Startup (in `cleanup_ctx`) first checks the stored
+audit log against its last checkpoint (refusing to start if they disagree) and starts the
+checkpointer (`broker.audit.service`), then loads the directory,
 checks the broker's own certificate against the configured roots, removes unreferenced blob
-files (before anything is served), audits the start, and runs the retention task; cleanup stops
-the task and audits the stop. Middlewares, outermost first: request id and problem details,
+files (before anything is served), audits the start, and runs the retention task (and, on a
+database shared with other replicas, follows their changes); cleanup stops the tasks and
+audits the stop. Middlewares, outermost first: request id and problem details,
 then authentication, limits and timeouts (`broker.web.auth`).
 """
 
@@ -20,21 +23,23 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from broker.audit import leaves
+from broker.audit.service import AuditLogService
 from broker.clock import Clock
 from broker.metrics import BrokerMetrics
 from broker.service.context import BrokerSigner, Services
 from broker.service.directory import Directory
 from broker.service.notify import Notifier
+from broker.service.replicas import follow_replicas
 from broker.settings import Settings
 from broker.storage.interfaces import Store
-from broker.web import delivery_routes, directory_routes, events, operations
+from broker.web import audit_routes, delivery_routes, directory_routes, events, operations
 from broker.web.auth import auth_middleware
 from broker.web.drain import Drain
 from broker.web.problems import add_request_id, problems_middleware
 from broker.web.state import DRAIN, HANDLERS, WEBSOCKETS, Handlers, OpenSockets
 from keys.files import read_bytes
 from keys.identity import BrokerIdentity
+from protocol import auditlog
 from protocol.certificate import RootCertificate, TrustStore
 from protocol.errors import CaseBridgeError, ConfigError
 
@@ -82,19 +87,34 @@ def create_app(
         metrics=BrokerMetrics(registry),
         signer=BrokerSigner.from_identity(broker_identity),
     )
+    services.metrics.watch_certificates(
+        broker=services.signer.certificate,
+        roots=roots,
+        agencies=services.directory.certificates,
+        now=clock.now,
+    )
     app = web.Application(
         middlewares=[problems_middleware, auth_middleware], client_max_size=settings.max_request_body_bytes
     )
     app[HANDLERS] = Handlers.build(services)
     app[WEBSOCKETS] = OpenSockets()
     app[DRAIN] = Drain()
-    for module in (directory_routes, delivery_routes, events, operations):
+    app[audit_routes.AUDIT] = AuditLogService(settings, store, clock, broker_identity, registry)
+    for module in (directory_routes, delivery_routes, events, operations, audit_routes):
         module.add_routes(app)
     app.on_response_prepare.append(add_request_id)
     app.on_shutdown.append(_wake_long_polls)
     app.on_shutdown.append(events.close_websockets)
+    app.cleanup_ctx.append(_audit_log)
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+async def _audit_log(app: web.Application) -> AsyncIterator[None]:
+    """Before anything else: check the stored audit log (refusing to start if it disagrees with
+    its last checkpoint), then run the checkpointer; after everything else: a last checkpoint."""
+    async with app[audit_routes.AUDIT].running():
+        yield
 
 
 async def _wake_long_polls(app: web.Application) -> None:
@@ -118,23 +138,34 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await s.directory.load(now)
     await h.retention.sweep_orphans()
     key_id = s.signer.certificate.key_id
-    await s.store.audit.record(
-        leaves.broker_started(now, s.signer.broker_id, key_id, software_version()), now
+    audit = app[audit_routes.AUDIT]
+    started = auditlog.BrokerStarted(
+        s.signer.broker_id,
+        key_id,
+        audit.log_key.encode(),
+        tuple(sorted(w.vkey.encode() for w in s.settings.witnesses)),
+        software_version(),
     )
+    await s.store.audit.record(auditlog.encode_leaf(now, started), now)
     counts = await s.store.delivery.counts()
     s.metrics.inbox_depth.set(counts.open_inbox_entries)
     s.metrics.audit_entries.set(counts.audit_entries)
     retention = asyncio.create_task(h.retention.run(), name="casebridge-retention")
+    shared = s.store.shared
+    replicas = None if shared is None else asyncio.create_task(follow_replicas(s, shared.changes()))
     log.info("broker_started", extra={"broker_id": s.signer.broker_id, "agencies": counts.agencies})
     try:
         yield
     finally:
-        retention.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retention
+        for task in (retention, replicas):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         stopped = s.clock.now()
         try:
-            await s.store.audit.record(leaves.broker_stopped(stopped, s.signer.broker_id), stopped)
+            leaf = auditlog.encode_leaf(stopped, auditlog.BrokerStopped(s.signer.broker_id))
+            await s.store.audit.record(leaf, stopped)
         except CaseBridgeError as e:
             log.error("broker_stop_not_audited", extra={"reason": e.reason})
         log.info("broker_stopped", extra={"broker_id": s.signer.broker_id})

@@ -1,12 +1,24 @@
 """The broker's Prometheus metrics, registered in the registry the app is given (no global one).
 
 Names follow Prometheus rules: `casebridge_` prefix, base units, `_total` for counters. Labels
-are bounded sets (receipt kinds, error codes, route names), never ids or agency names.
+are bounded sets (receipt kinds, error codes, route names, certificate kinds), never ids or
+agency names.
+
+`casebridge_certificate_expiry_timestamp_seconds{kind}` is computed when scraped: `broker` is the
+broker's own certificate, `root` the configured national root that expires first, `agency` the
+soonest time an agency is left without a certificate (per agency, the latest expiry among its
+certificates not yet expired; then the earliest of those). Revocation is not considered: a
+revoked agency is the national authority's concern, not an expiry to renew.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from protocol.certificate import AgencyCertificate, RootCertificate
 
 LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -58,3 +70,35 @@ class BrokerMetrics:
             "Inbox entries expired before verification.",
             registry=registry,
         )
+        self.certificate_expiry = Gauge(
+            "casebridge_certificate_expiry_timestamp_seconds",
+            "When the soonest-expiring certificate of each kind (broker, root, agency) expires (Unix time).",
+            ["kind"],
+            registry=registry,
+        )
+
+    def watch_certificates(
+        self,
+        *,
+        broker: AgencyCertificate,
+        roots: Iterable[RootCertificate],
+        agencies: Callable[[], Iterable[AgencyCertificate]],
+        now: Callable[[], int],
+    ) -> None:
+        """Expose the certificate expiries (see the module docstring), read when scraped."""
+        root_expiry = min((r.not_after for r in roots), default=math.inf)
+        self.certificate_expiry.labels(kind="broker").set(broker.not_after)
+        self.certificate_expiry.labels(kind="root").set(root_expiry)
+        self.certificate_expiry.labels(kind="agency").set_function(
+            lambda: earliest_agency_expiry(agencies(), now())
+        )
+
+
+def earliest_agency_expiry(certificates: Iterable[AgencyCertificate], now: int) -> float:
+    """The soonest time one agency is left without a certificate that has not expired: per
+    agency the latest `not_after` after `now`, then the earliest of those (+Inf when none)."""
+    latest: dict[str, int] = {}
+    for cert in certificates:
+        if cert.not_after > now:
+            latest[cert.agency_id] = max(latest.get(cert.agency_id, 0), cert.not_after)
+    return float(min(latest.values(), default=math.inf))

@@ -4,7 +4,8 @@ A keystore file is one canonical msgpack array:
 
     ["CB-KEYSTORE", 1, kind, opslimit, memlimit, salt(16), check(16), nonce(24), ciphertext]
 
-- `kind` is "root", "agency" or "broker"; it is readable without the passphrase, so a command
+- `kind` is "root", "agency", "broker" or "witness" (an audit-log witness's cosigning key,
+  held by `clients.audit`); it is readable without the passphrase, so a command
   given the wrong file says so before asking for anything.
 - Argon2id(passphrase, salt, opslimit, memlimit) gives 64 bytes. The first 32 are the
   XChaCha20-Poly1305 key; the associated data is the canonical encoding of the header
@@ -66,6 +67,7 @@ class KeystoreKind(StrEnum):
     ROOT = "root"
     AGENCY = "agency"
     BROKER = "broker"
+    WITNESS = "witness"
 
 
 class LooseKeystorePermissions(UserWarning):

@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from broker.audit import leaves
 from broker.service.context import Services
 from broker.service.inbox import MAX_LIMIT, long_poll
 from broker.service.notify import Topic
 from broker.storage.records import OPEN_STATES, InboxState, NewReceipt, ReceiptOutcome, ReceiptRecord
+from protocol import auditlog
 from protocol.certificate import AgencyCertificate
 from protocol.errors import Conflict, Forbidden, InvalidField, NotFound
 from protocol.receipt import Receipt, ReceiptKind, ReceiptSubject, verify_receipt
@@ -64,12 +64,9 @@ def new_receipt(receipt: Receipt, now: int) -> NewReceipt:
         recorded_at=now,
         from_states=from_states,
         to_state=to_state,
-        leaf=leaves.receipt_recorded(
+        leaf=auditlog.encode_leaf(
             now,
-            kind=str(receipt.kind),
-            envelope_id=subject.envelope_id,
-            recipient_id=subject.recipient_id,
-            receipt=receipt.raw,
+            auditlog.ReceiptRecorded(receipt.kind, subject.envelope_id, subject.recipient_id, receipt.raw),
         ),
     )
 

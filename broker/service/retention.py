@@ -18,9 +18,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from broker.audit import leaves
 from broker.service.context import Services
 from broker.service.receipts import announce, new_receipt
+from protocol import auditlog
 from protocol.errors import CaseBridgeError
 from protocol.receipt import Receipt, ReceiptKind, ReceiptSubject
 
@@ -75,8 +75,8 @@ class Retention:
                 break
             for env in candidates:
                 size = env.header_length + sum(p.length for p in env.parts)
-                leaf = leaves.envelope_purged(
-                    now, envelope_id=env.envelope_id, envelope_hash=env.envelope_hash, bytes_purged=size
+                leaf = auditlog.encode_leaf(
+                    now, auditlog.EnvelopePurged(env.envelope_id, env.envelope_hash, size)
                 )
                 if await s.store.delivery.mark_purged(env.envelope_id, now, leaf):
                     count += 1

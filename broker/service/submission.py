@@ -21,12 +21,12 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from broker.audit import leaves
 from broker.service.context import Services
 from broker.service.directory import RegisteredAgencies
 from broker.service.notify import Topic
 from broker.storage.interfaces import BlobWriter
 from broker.storage.records import Acceptance, IssuedReceipt, NewEnvelope, NewPart, ReceiptIssuer
+from protocol import auditlog
 from protocol.certificate import AgencyCertificate, Role
 from protocol.envelope import HEADER_LIMITS, EnvelopeHeader, validate_for_broker
 from protocol.errors import Conflict, InvalidField, MalformedInput, TooLarge, VerificationError
@@ -145,12 +145,11 @@ class Submission:
                     time=accepted_at,
                     log_index=index,
                 )
-                leaf = leaves.receipt_recorded(
+                leaf = auditlog.encode_leaf(
                     accepted_at,
-                    kind=str(ReceiptKind.ACCEPTED),
-                    envelope_id=header.envelope_id,
-                    recipient_id=recipient,
-                    receipt=receipt.raw,
+                    auditlog.ReceiptRecorded(
+                        ReceiptKind.ACCEPTED, header.envelope_id, recipient, receipt.raw
+                    ),
                 )
                 issued.append(IssuedReceipt(recipient, receipt.raw, leaf))
             return issued
@@ -186,15 +185,19 @@ class Submission:
             recipients=header.recipient_ids,
             accepted_at=accepted_at,
             expires_at=expires_at,
-            leaf=leaves.envelope_accepted(
+            leaf=auditlog.encode_leaf(
                 accepted_at,
-                envelope_id=header.envelope_id,
-                envelope_hash=header.envelope_hash,
-                sender_id=header.sender_id,
-                recipients=header.recipient_ids,
-                header_length=len(header.raw),
-                part_lengths=[p.ciphertext_length for p in header.parts],
-                expires_at=expires_at,
+                auditlog.EnvelopeAccepted(
+                    envelope_id=header.envelope_id,
+                    envelope_hash=header.envelope_hash,
+                    sender_id=header.sender_id,
+                    sender_key_id=header.sender_key_id,
+                    recipients=header.recipient_ids,
+                    header_length=len(header.raw),
+                    part_lengths=tuple(p.ciphertext_length for p in header.parts),
+                    expires_at=expires_at,
+                    sender_signature=header.signature,
+                ),
             ),
         )
         try:

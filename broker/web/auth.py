@@ -25,6 +25,7 @@ from aiohttp.typedefs import Handler
 
 from broker.logs import AGENCY_ID
 from broker.service.inbox import MAX_WAIT_SECONDS
+from broker.web.audit_routes import ROUTE_ROLES as AUDIT_ROUTE_ROLES
 from broker.web.state import BODY, CALLER, CONTENT_DIGEST, HANDLERS
 from protocol import httpsig
 from protocol.certificate import AgencyCertificate, Role
@@ -47,6 +48,7 @@ ROUTE_ROLES: dict[str, frozenset[Role]] = {
     "post_receipt": AGENCY,
     "receipt_feed": AGENCY,
     "events": AGENCY,
+    **AUDIT_ROUTE_ROLES,
 }
 STREAMING_ROUTES = frozenset({"submit_envelope", "inbox_part", "events"})
 LONG_POLL_ROUTES = frozenset({"inbox", "receipt_feed"})
@@ -88,7 +90,10 @@ def _time_limit(request: web.Request, route: str) -> float | None:
     extra = 0
     if route in LONG_POLL_ROUTES:
         wait = request.query.get("wait", "0")
-        extra = min(int(wait), MAX_WAIT_SECONDS) if wait.isdigit() else 0
+        # ASCII digits only, as `query_int` takes them: `str.isdigit` also accepts "²", which `int`
+        # refuses, and `int` refuses over 4300 digits; the handler answers those with a 400.
+        if wait.isascii() and wait.isdigit() and len(wait) <= 19:
+            extra = min(int(wait), MAX_WAIT_SECONDS)
     return float(settings.request_timeout_seconds + extra)
 
 
@@ -101,7 +106,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     try:
         cert, verified = await _authenticate(request)
         AGENCY_ID.set(cert.agency_id)
-        h.rate_limiter.take(cert.agency_id, asyncio.get_running_loop().time())
+        await h.rate_limiter.admit(cert.agency_id, asyncio.get_running_loop().time())
         fresh = await services.store.nonces.remember(
             verified.key_id, verified.nonce, verified.replay_window_end + 1, services.clock.now()
         )

@@ -8,11 +8,10 @@ import logging
 
 import pytest
 
-from broker.audit import leaves
 from broker.logs import REQUEST_ID, JsonFormatter
 from broker.web.limits import RateLimiter, RateLimitExceeded
 from broker.web.params import byte_range
-from protocol import codec
+from protocol import auditlog, codec
 
 
 @pytest.mark.parametrize(
@@ -77,15 +76,19 @@ def test_log_lines_are_json_with_the_request_id_and_never_bytes() -> None:
 
 
 def test_audit_leaves_are_canonical_arrays_with_their_kind() -> None:
-    leaf = leaves.envelope_accepted(
+    leaf = auditlog.encode_leaf(
         1_767_225_600,
-        envelope_id=b"\x01" * 16,
-        envelope_hash=b"\x02" * 32,
-        sender_id="TH-ATPD",
-        recipients=["LA-MOLSW"],
-        header_length=443,
-        part_lengths=[337],
-        expires_at=1_768_435_200,
+        auditlog.EnvelopeAccepted(
+            envelope_id=b"\x01" * 16,
+            envelope_hash=b"\x02" * 32,
+            sender_id="TH-ATPD",
+            sender_key_id=b"\x03" * 16,
+            recipients=("LA-MOLSW",),
+            header_length=443,
+            part_lengths=(337,),
+            expires_at=1_768_435_200,
+            sender_signature=b"\x04" * 64,
+        ),
     )
-    assert leaves.leaf_kind(leaf) is leaves.LeafKind.ENVELOPE_ACCEPTED
+    assert auditlog.leaf_kind(leaf) is auditlog.LeafKind.ENVELOPE_ACCEPTED
     assert codec.decode(leaf)[:3] == [1, "envelope_accepted", 1_767_225_600]
