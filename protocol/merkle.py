@@ -115,16 +115,23 @@ class CompactRange:
     def size(self) -> int:
         return self._size
 
+    @property
+    def border(self) -> tuple[bytes, ...]:
+        """The hashes of `border_nodes(size)`, left to right: what `from_border` resumes from."""
+        return tuple(self._hashes)
+
     def extend(self, leaves: Iterable[bytes]) -> None:
         """Append many leaf hashes without reporting the nodes they complete (the fast path)."""
         border, size = self._hashes, self._size
+        sha256, pop = hashlib.sha256, border.pop
         try:
             for leaf in leaves:
                 if len(leaf) != HASH_SIZE or size >= MAX_SIZE:
                     raise MalformedInput(reason=f"leaf {size}: not a 32-byte hash, or the tree is full")
                 current, bits = leaf, size
                 while bits & 1:
-                    current = node_hash(border.pop(), current)
+                    # node_hash, inlined: this loop runs once per inner node of the whole tree.
+                    current = sha256(b"\x01" + pop() + current).digest()
                     bits >>= 1
                 border.append(current)
                 size += 1

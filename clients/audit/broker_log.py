@@ -159,14 +159,14 @@ class BrokerAuditLog:
     async def tlog_proof(self, envelope_id: bytes) -> bytes:
         return await self._get(f"envelopes/{envelope_id.hex()}/tlog-proof")
 
-    async def entries(self, start: int, end: int, report: Report) -> AsyncIterator[SourceEntry]:
+    async def entries(self, start: int, end: int, report: Report) -> AsyncIterator[list[SourceEntry]]:
         stream = (
             self._tiles(start, end, report) if self.fetch == "tiles" else self._batches(start, end, report)
         )
         async for item in stream:
             yield item
 
-    async def _batches(self, start: int, end: int, report: Report) -> AsyncIterator[SourceEntry]:
+    async def _batches(self, start: int, end: int, report: Report) -> AsyncIterator[list[SourceEntry]]:
         at = start
         while at < end:
             count = min(MAX_ENTRIES_PER_REQUEST, end - at)
@@ -182,22 +182,20 @@ class BrokerAuditLog:
                     )
                 )
                 return
-            for leaf in leaves:
-                yield leaf, None
+            yield [(leaf, None) for leaf in leaves]
             at += len(leaves)
 
-    async def _tiles(self, start: int, end: int, report: Report) -> AsyncIterator[SourceEntry]:
+    async def _tiles(self, start: int, end: int, report: Report) -> AsyncIterator[list[SourceEntry]]:
         first = start // TILE_WIDTH
         for bundle in range(first, (end + TILE_WIDTH - 1) // TILE_WIDTH):
             width = min(TILE_WIDTH, end - bundle * TILE_WIDTH)
             hashes = await self._hash_tile(bundle, width, report)
             leaves = await self._entry_bundle(bundle, width, report)
             skip = start - bundle * TILE_WIDTH if bundle == first else 0
-            for offset in range(skip, width):
-                yield (
-                    None if leaves is None else leaves[offset],
-                    None if hashes is None else hashes[offset],
-                )
+            yield [
+                (None if leaves is None else leaves[offset], None if hashes is None else hashes[offset])
+                for offset in range(skip, width)
+            ]
 
     async def _hash_tile(self, index: int, width: int, report: Report) -> list[bytes] | None:
         path = tile_path(0, index, width)

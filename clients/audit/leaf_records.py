@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from protocol import auditlog, codec
+from protocol import auditlog, codec, leaf_check
 from protocol.auditlog import Leaf, LeafKind
 from protocol.certificate import AgencyCertificate, RevocationList, RootCertificate
 from protocol.errors import MalformedInput, UnsupportedVersion
@@ -129,13 +129,29 @@ def _summary(record: LeafRecord) -> dict[str, Any]:
     return {}
 
 
-def parse_leaf(index: int, data: bytes) -> LeafRecord:
-    """Parse the leaf stored at `index`, or raise `MalformedInput` saying what is wrong."""
+def parse_leaf(index: int, data: bytes, digest: bytes | None = None) -> LeafRecord:
+    """Parse the leaf stored at `index` (whose leaf hash is `digest`, when the caller has it), or
+    raise `MalformedInput` saying what is wrong."""
     try:
         leaf = auditlog.parse_leaf(data)
     except UnsupportedVersion as e:
         raise MalformedInput(reason=e.reason) from e
-    return LeafRecord(index, leaf, leaf_hash(data))
+    return LeafRecord(index, leaf, leaf_hash(data) if digest is None else digest)
+
+
+CheckedLeaf = leaf_check.LeafSummary
+"""A leaf known to parse, by its kind and time: all a verification without observers needs."""
+
+
+def check_leaf(data: bytes) -> CheckedLeaf:
+    """What `parse_leaf` accepts and raises, at a fraction of its cost (`protocol.leaf_check`)."""
+    found = leaf_check.fast_check(data)
+    if found is not None:
+        return found
+    try:
+        return leaf_check.check_leaf(data)
+    except UnsupportedVersion as e:
+        raise MalformedInput(reason=e.reason) from e
 
 
 def peek_kind(data: bytes) -> str | None:

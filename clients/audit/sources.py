@@ -1,8 +1,9 @@
 """Where a verification reads the log from, and the raw export directory format.
 
 A `LogSource` gives the checkpoint note, the leaves in index order (each with the hash the log
-recorded for it when the source knows one), and, when it can, the log's consistency proofs. Two
-exist: an export directory (here) and a live broker (`clients.audit.broker_log`).
+recorded for it when the source knows one), in blocks of consecutive entries so a verifier's
+per-entry work is a plain loop, and, when it can, the log's consistency proofs. Two exist: an
+export directory (here) and a live broker (`clients.audit.broker_log`).
 
 Export directory (`casebridge audit export --raw DIR`), everything a verification needs offline:
 - `checkpoint`: the checkpoint signed note, with every cosignature the broker had collected;
@@ -13,13 +14,15 @@ Export directory (`casebridge audit export --raw DIR`), everything a verificatio
 - `broker-certificate` (when the broker's directory served it): the certificate that signs its
   accepted and expired receipts, trusted only if it chains to a pinned root (for `trace`).
 
-Invariants: files are read as streams (bounded memory, whatever the log's size) and written
-atomically; a damaged file is reported as a `source` problem, never raised past the verifier.
+Invariants: files are read as streams, `READ_CHUNK` bytes at a time (bounded memory, whatever
+the log's size), and written atomically; a damaged file is reported as a `source` problem, never
+raised past the verifier.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -38,7 +41,7 @@ CHECKPOINT_FILE = "checkpoint"
 ENTRIES_FILE = "entries"
 HASHES_FILE = "hashes"
 BROKER_CERT_FILE = "broker-certificate"
-READ_CHUNK = 1 << 16
+READ_CHUNK = 1 << 15
 
 Report = Callable[[Problem], None]
 SourceEntry = tuple[bytes | None, bytes | None]
@@ -51,8 +54,9 @@ class LogSource(Protocol):
 
     async def checkpoint(self) -> bytes: ...
 
-    def entries(self, start: int, end: int, report: Report) -> AsyncIterator[SourceEntry]:
-        """Leaves from `start`; a source may give more than `end` (so extra entries are seen)."""
+    def entries(self, start: int, end: int, report: Report) -> AsyncIterator[list[SourceEntry]]:
+        """Leaves from `start`, in blocks; a source may give more than `end` (so extra entries
+        are seen)."""
         ...
 
     async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes] | None:
@@ -60,40 +64,49 @@ class LogSource(Protocol):
         ...
 
 
-def _leaves(handle: BinaryIO, report: Report) -> Iterator[bytes]:
-    index = 0
+def _leaf_blocks(handle: BinaryIO, report: Report) -> Iterator[list[bytes]]:
+    """The leaves of an entries file, a block of up to `READ_CHUNK` bytes at a time."""
+    index, rest = 0, b""
     while True:
-        prefix = handle.read(2)
-        if not prefix:
-            return
-        if len(prefix) < 2:
+        chunk = handle.read(READ_CHUNK)
+        data = rest + chunk if rest else chunk
+        at, end, leaves = 0, len(data), []
+        while at + 2 <= end:
+            stop = at + 2 + (data[at] << 8 | data[at + 1])
+            if stop > end:
+                break
+            leaves.append(data[at + 2 : stop])
+            at = stop
+        rest = data[at:]
+        if leaves:
+            yield leaves
+            index += len(leaves)
+        if chunk:
+            continue
+        if len(rest) == 1:
             report(
                 Problem(
                     ProblemKind.SOURCE, f"the entries file ends inside the length of entry {index}", index
                 )
             )
-            return
-        length = int.from_bytes(prefix, "big")
-        leaf = handle.read(length)
-        if len(leaf) < length:
+        elif rest:
+            length = int.from_bytes(rest[:2], "big")
             report(
                 Problem(
                     ProblemKind.SOURCE,
-                    f"the entries file ends inside entry {index} ({len(leaf)} of {length} bytes)",
+                    f"the entries file ends inside entry {index} ({len(rest) - 2} of {length} bytes)",
                     index,
                 )
             )
-            return
-        yield leaf
-        index += 1
+        return
 
 
-def _hashes(handle: BinaryIO) -> Iterator[bytes]:
-    while True:
-        digest = handle.read(HASH_SIZE)
-        if len(digest) < HASH_SIZE:
-            return
-        yield digest
+def _hashes(handle: BinaryIO | None, count: int) -> list[bytes]:
+    """Up to `count` more whole hashes from a hashes file (none without one)."""
+    if handle is None:
+        return []
+    data = handle.read(count * HASH_SIZE)
+    return [data[at : at + HASH_SIZE] for at in range(0, len(data) - HASH_SIZE + 1, HASH_SIZE)]
 
 
 class ExportDirectory:
@@ -117,12 +130,12 @@ class ExportDirectory:
     async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes] | None:
         return None
 
-    async def entries(self, start: int, end: int, report: Report) -> AsyncIterator[SourceEntry]:
+    async def entries(self, start: int, end: int, report: Report) -> AsyncIterator[list[SourceEntry]]:
         with contextlib.ExitStack() as files:
-            leaves = _leaves(
-                files.enter_context((self.path / ENTRIES_FILE).open("rb", buffering=READ_CHUNK)), report
+            blocks = _leaf_blocks(
+                files.enter_context((self.path / ENTRIES_FILE).open("rb", buffering=0)), report
             )
-            hashes: Iterator[bytes] = iter(())
+            hashes: BinaryIO | None = None
             hashes_path = self.path / HASHES_FILE
             if hashes_path.is_file():
                 if hashes_path.stat().st_size % HASH_SIZE:
@@ -133,17 +146,20 @@ class ExportDirectory:
                         )
                     )
                 else:
-                    handle = files.enter_context(hashes_path.open("rb", buffering=READ_CHUNK))
-                    handle.seek(start * HASH_SIZE)
-                    hashes = _hashes(handle)
-            for _ in range(start):
-                if next(leaves, None) is None:
-                    return
-            while True:
-                leaf, digest = next(leaves, None), next(hashes, None)
-                if leaf is None and digest is None:
-                    return
-                yield leaf, digest
+                    hashes = files.enter_context(hashes_path.open("rb", buffering=READ_CHUNK))
+                    hashes.seek(start * HASH_SIZE)
+            skip = start
+            for leaves in blocks:
+                if skip >= len(leaves):
+                    skip -= len(leaves)
+                    continue
+                if skip:
+                    leaves, skip = leaves[skip:], 0
+                yield list(itertools.zip_longest(leaves, _hashes(hashes, len(leaves))))
+            if skip:
+                return
+            while digests := _hashes(hashes, READ_CHUNK // HASH_SIZE):
+                yield [(None, digest) for digest in digests]
 
 
 class RawExport:

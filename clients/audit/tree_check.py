@@ -17,11 +17,13 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from clients.audit.leaf_records import TRUST_KINDS, LeafRecord, parse_leaf, peek_kind
+from clients.audit.leaf_records import TRUST_KINDS, CheckedLeaf, LeafRecord, check_leaf, parse_leaf, peek_kind
 from clients.audit.policy import Problem, ProblemKind
+from clients.audit.sources import SourceEntry
 from clients.audit.trusted_state import TrustedState
 from protocol.errors import MalformedInput
 from protocol.merkle import EMPTY_ROOT, CompactRange, leaf_hash
@@ -29,6 +31,10 @@ from protocol.note import Checkpoint
 from protocol.primitives import equal
 
 MAX_REPORTED = 20
+# Leaves are stamped when the broker prepares a change and ordered when it commits, so under
+# concurrency a leaf may be a little older than one before it (docs/audit-log.md). A step back of
+# up to this many seconds from the latest time seen is that; a larger one is reported.
+TIME_SKEW_SECONDS = 60
 Observer = Callable[[LeafRecord], None]
 
 
@@ -37,21 +43,20 @@ def _short(root: bytes) -> str:
 
 
 class _Tree:
-    """A compact range that also mirrors its right border (to save it in the trusted state)."""
+    """A compact range (its right border is what the trusted state saves)."""
 
-    __slots__ = ("border", "range")
+    __slots__ = ("range",)
 
     def __init__(self, resume_from: TrustedState | None) -> None:
-        if resume_from is None:
-            self.range, self.border = CompactRange(), []
-        else:
-            self.range, self.border = resume_from.compact_range(), list(resume_from.border)
+        self.range = CompactRange() if resume_from is None else resume_from.compact_range()
 
     def add(self, digest: bytes) -> None:
-        created = self.range.append(digest)
-        if len(created) > 1:
-            del self.border[-(len(created) - 1) :]
-        self.border.append(created[-1][1])
+        self.range.extend((digest,))
+
+    def copy(self) -> _Tree:
+        tree = _Tree(None)
+        tree.range = CompactRange.from_border(self.range.size, self.range.border)
+        return tree
 
     @property
     def size(self) -> int:
@@ -98,7 +103,11 @@ class TreeCheck:
         self.start = trusted.size if resume and trusted is not None else 0
         base = trusted if resume else None
         self._leaves = _Tree(base)
-        self._logged: _Tree | None = _Tree(base)
+        self._logged_known = True
+        """Whether the source gave the log's own hash for every entry so far."""
+        self._logged: _Tree | None = None
+        """The tree of those hashes, made at the first one that differs from its leaf's hash;
+        until then it is the leaves' tree itself, so it is not folded twice."""
         self._observers = observers
         self._last_time = base.last_time if base is not None else None
         self._bad_leaves = _Counted(ProblemKind.LEAF)
@@ -127,45 +136,91 @@ class TreeCheck:
             self._extra += leaf is not None
             return
         if logged_hash is None or len(logged_hash) != 32:
-            self._logged = None
+            self._logged_known, self._logged = False, None
         digest = leaf_hash(leaf) if leaf is not None else logged_hash
         if digest is None:
             self._gap = index
             return
         if leaf is None:
             self._lost.add(f"entry {index} is missing from the source (its logged hash stands in)", index)
-        self._leaves.add(digest)
-        if self._logged is not None and logged_hash is not None:
-            self._logged.add(logged_hash)
+        if self._logged_known and logged_hash is not None:
+            if self._logged is None and logged_hash != digest:
+                self._logged = self._leaves.copy()
+            if self._logged is not None:
+                self._logged.add(logged_hash)
             if leaf is not None and logged_hash != digest:
                 self._mismatch_count += 1
                 if len(self._mismatches) < MAX_REPORTED:
                     self._mismatches.append((index, peek_kind(leaf) or "unreadable"))
+        self._leaves.add(digest)
         if leaf is not None:
-            self._parse(index, leaf)
+            self._parse(index, leaf, digest)
         self.checked += 1
         self._check_trusted_prefix()
 
-    def _parse(self, index: int, leaf: bytes) -> None:
+    def add_block(self, entries: Sequence[SourceEntry]) -> None:
+        """`add` each entry in order. The common entry (a leaf whose logged hash, when the source
+        gives hashes, is its own hash, below the checkpoint's and the trusted size) takes a
+        shorter path to the same result: its hash batched into the tree, and `_parse`."""
+        at, count = 0, len(entries)
+        while at < count:
+            at = self._add_common(entries, at)
+            if at < count:
+                self.add(*entries[at])
+                at += 1
+
+    def _add_common(self, entries: Sequence[SourceEntry], at: int) -> int:
+        """Take entries from `at` while they are common; returns where it stopped."""
+        index = self._leaves.size
+        limit = self.checkpoint.size
+        trusted = self.trusted
+        if trusted is not None and index < trusted.size and self.start != trusted.size:
+            limit = min(limit, trusted.size)
+        if self._gap is not None or self._logged is not None or index >= limit:
+            return at
+        stop = min(len(entries), at + limit - index)
+        hashes_agree = self._logged_known
+        sha256, parse, digests = hashlib.sha256, self._parse, []
+        start = at
+        while at < stop:
+            leaf, logged = entries[at]
+            if leaf is None:
+                break
+            digest = sha256(b"\x00" + leaf).digest()
+            if hashes_agree and logged != digest:
+                break
+            digests.append(digest)
+            parse(index + at - start, leaf, digest)
+            at += 1
+        self._leaves.range.extend(digests)
+        self.checked += at - start
+        self._check_trusted_prefix()
+        return at
+
+    def _parse(self, index: int, leaf: bytes, digest: bytes | None = None) -> None:
         try:
-            record = parse_leaf(index, leaf)
+            record: LeafRecord | CheckedLeaf = (
+                parse_leaf(index, leaf, digest) if self._observers else check_leaf(leaf)
+            )
         except MalformedInput as e:
             kind = peek_kind(leaf)
             self._bad_leaves.add(
                 f"leaf {index} ({kind or 'no readable kind'}) does not parse: {e.reason}", index
             )
             return
-        if self._last_time is not None and record.time < self._last_time:
+        if self._last_time is not None and record.time < self._last_time - TIME_SKEW_SECONDS:
             self._order.add(
-                f"leaf {index} ({record.kind}) has time {record.time}, before the previous leaf's "
-                f"{self._last_time}: leaves were reordered or the sequencer's clock went back",
+                f"leaf {index} ({record.kind}) has time {record.time}, more than {TIME_SKEW_SECONDS} s "
+                f"before an earlier leaf's {self._last_time}: leaves were reordered or the "
+                "sequencer's clock went back",
                 index,
             )
-        self._last_time = record.time
+        self._last_time = max(record.time, self._last_time or 0)
         if record.kind in TRUST_KINDS:
             self.trust_leaves.append((index, leaf))
-        for observe in self._observers:
-            observe(record)
+        if isinstance(record, LeafRecord):
+            for observe in self._observers:
+                observe(record)
 
     def _check_trusted_prefix(self) -> None:
         trusted = self.trusted
@@ -220,9 +275,9 @@ class TreeCheck:
 
     def _root_problems(self) -> list[Problem]:
         cp = self.checkpoint
-        logged = self._logged
+        logged = self._logged or self._leaves
         if (
-            logged is not None
+            self._logged_known
             and logged.size == cp.size
             and equal(logged.root(), cp.root_hash)
             and self._mismatches
@@ -263,7 +318,7 @@ class TreeCheck:
             size=self.checkpoint.size,
             root_hash=self.checkpoint.root_hash,
             checkpoint=note,
-            border=tuple(self._leaves.border),
+            border=self._leaves.range.border,
             last_time=self._last_time,
             verified_at=now,
             trust_leaves=tuple(self.trust_leaves),

@@ -191,10 +191,11 @@ async def verify_log(
     tree = TreeCheck(cp, trusted=trusted, resume=resumable, observers=observers)
     progress = progress or Progress()
     try:
-        async for leaf, logged in source.entries(tree.start, cp.size, problems.append):
+        async for block in source.entries(tree.start, cp.size, problems.append):
             if sink is not None:
-                sink(leaf, logged)
-            tree.add(leaf, logged)
+                for leaf, logged in block:
+                    sink(leaf, logged)
+            tree.add_block(block)
             progress.update(tree.start + tree.checked, cp.size)
     finally:
         progress.close()
