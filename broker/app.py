@@ -136,6 +136,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     now = s.clock.now()
     TrustStore(s.directory.roots).verify_agency(s.signer.certificate, now)
     await s.directory.load(now)
+    await s.directory.record_own_certificate(s.signer.certificate, now)
     await h.retention.sweep_orphans()
     key_id = s.signer.certificate.key_id
     audit = app[audit_routes.AUDIT]

@@ -5,34 +5,43 @@
 - `import-cert`: store the certificate the national authority issued (role broker);
 - `serve`: run the broker (prints the listening URL on one line once serving);
 - `register-certificate`, `register-revocations`: offline operator registration;
-- `status`: counts of agencies, stored envelopes, open inbox entries, audit entries.
+- `status`: counts of agencies, stored envelopes, open inbox entries, audit entries;
+- `show-keys` (or `keys`): the receipt key and its certificate, and the audit checkpoint
+  verifier key (vkey) that officers and witnesses pin, with their read-aloud fingerprints.
 
 Passphrases come from the variable named by `passphrase_env` in the settings (default
 CASEBRIDGE_BROKER_PASSPHRASE) or a prompt, never from the command line.
+
+Start-up stays quick: this module imports only what parsing needs; each command imports the
+service, storage and key modules it uses when it runs (`casebridge --help` never loads aiohttp).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from broker import admin
 from broker.clock import SystemClock
 from broker.settings import CONFIG_FILE_NAME, Settings, from_values, load_settings, to_toml
-from broker.storage.records import StoreCounts
 from keys import lifecycle
 from keys.files import PUBLIC_MODE, read_bytes, write_atomic
-from keys.fingerprint import fingerprint
+from keys.fingerprint import fingerprint, key_id_hex
 from keys.identity import BrokerIdentity
 from keys.keystore import KDF_PROFILES, KeystoreKind, load_broker, peek_kind, save_identity
 from keys.passphrase import read_passphrase
-from protocol.certificate import AgencyCertificate, RootCertificate
-from protocol.errors import Conflict, InvalidField
+from protocol.certificate import AgencyCertificate, RootCertificate, TrustStore
+from protocol.errors import CaseBridgeError, Conflict, InvalidField
+from protocol.note import NoteSigner
+
+if TYPE_CHECKING:
+    from broker.admin import Registered
+    from broker.storage.interfaces import Store
+    from broker.storage.records import StoreCounts
 
 T = TypeVar("T")
 DEFAULT_PASSPHRASE_ENV = "CASEBRIDGE_BROKER_PASSPHRASE"  # noqa: S105 - a variable's name, not a secret
@@ -43,6 +52,8 @@ def _now() -> int:
 
 
 def _run(coroutine: Callable[[], Awaitable[T]]) -> T:
+    import asyncio
+
     async def main() -> T:
         return await coroutine()
 
@@ -132,6 +143,8 @@ def import_cert(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from broker.logs import configure_logging
     from broker.serve import serve as run_broker
 
@@ -142,12 +155,17 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register(args: argparse.Namespace, action: Callable[..., Awaitable[admin.Registered]]) -> int:
+Registration = Callable[["Settings", "Store", bytes, int], Awaitable["Registered"]]
+
+
+def _register(args: argparse.Namespace, action: Registration) -> int:
+    from broker import admin
+
     settings = load_settings(args.config)
     data = read_bytes(args.file)
     now = _now()
 
-    async def work() -> admin.Registered:
+    async def work() -> Registered:
         async with admin.opened_store(settings, now) as store:
             return await action(settings, store, data, now)
 
@@ -157,14 +175,20 @@ def _register(args: argparse.Namespace, action: Callable[..., Awaitable[admin.Re
 
 
 def register_certificate(args: argparse.Namespace) -> int:
+    from broker import admin
+
     return _register(args, admin.register_certificate)
 
 
 def register_revocations(args: argparse.Namespace) -> int:
+    from broker import admin
+
     return _register(args, admin.register_revocations)
 
 
 def status(args: argparse.Namespace) -> int:
+    from broker import admin
+
     settings = load_settings(args.config)
 
     async def work() -> StoreCounts:
@@ -177,6 +201,77 @@ def status(args: argparse.Namespace) -> int:
     print(f"envelopes stored:      {counts.envelopes_stored}")
     print(f"pending inbox entries: {counts.open_inbox_entries}")
     print(f"audit log entries:     {counts.audit_entries}")
+    return 0
+
+
+# --- the keys to hand out -------------------------------------------------------------------------
+
+
+def _certificate_check(settings: Settings, cert: AgencyCertificate, now: int) -> str:
+    """Whether a configured root vouches for the certificate now, in words (never raises)."""
+    roots = [RootCertificate.parse(read_bytes(p)) for p in settings.root_cert_files]
+    try:
+        TrustStore(roots).verify_agency(cert, now)
+    except CaseBridgeError as e:
+        return f"NOT valid now ({e.reason}): the broker will not start with it"
+    return f"verified against the configured root of {cert.country}, valid now"
+
+
+def show_keys(args: argparse.Namespace) -> int:
+    """Print what the operator hands out: the receipt key (certified) and the checkpoint vkey."""
+    from keys.describe import when
+
+    settings = load_settings(args.config)
+    identity, _ = _unlock(settings)
+    vkey = NoteSigner(settings.audit_origin, identity.checkpoint_key).vkey
+    cert = identity.certificate
+    document: dict[str, Any] = {
+        "broker_id": identity.broker_id,
+        "receipt_key_id": key_id_hex(identity.public_key),
+        "receipt_key_fingerprint": fingerprint(identity.public_key),
+        "certificate": None,
+        "log_origin": vkey.name,
+        "checkpoint_vkey": vkey.encode(),
+        "checkpoint_key_fingerprint": fingerprint(identity.checkpoint_public_key),
+    }
+    if cert is not None:
+        document["certificate"] = {
+            "agency_id": cert.agency_id,
+            "name": cert.name,
+            "roles": [str(r) for r in cert.roles],
+            "serial": cert.serial,
+            "issuer": f"root of {cert.country}, key id {cert.issuer_key_id.hex()}",
+            "not_before": cert.not_before,
+            "not_after": cert.not_after,
+            "check": _certificate_check(settings, cert, _now()),
+        }
+    if args.json:
+        print(json.dumps(document, ensure_ascii=False, sort_keys=True))
+        return 0
+    lines = [
+        f"broker:                     {identity.broker_id}",
+        f"receipt key id:             {document['receipt_key_id']}",
+        f"receipt key fingerprint:    {document['receipt_key_fingerprint']}",
+    ]
+    if cert is None:
+        lines.append("certificate:                none imported yet (casebridge broker import-cert)")
+    else:
+        c = document["certificate"]
+        lines += [
+            f"certificate:                {cert.agency_id} ({', '.join(c['roles'])}), serial {cert.serial}",
+            f"  name:                     {cert.name}",
+            f"  issuer:                   {c['issuer']}",
+            f"  valid:                    {when(cert.not_before)} to {when(cert.not_after)}",
+            f"  check:                    {c['check']}",
+        ]
+    lines += [
+        f"audit log origin:           {vkey.name}",
+        f"checkpoint vkey:            {vkey.encode()}",
+        f"checkpoint key fingerprint: {document['checkpoint_key_fingerprint']}",
+        "Give the vkey to security officers and witness operators out of band, and read the "
+        "fingerprint aloud with it.",
+    ]
+    print("\n".join(lines))
     return 0
 
 
@@ -237,3 +332,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = _command(commands, "status", status, "Show counts: agencies, stored envelopes, audit entries.")
     _config(p)
+
+    text = "Show the receipt key, its certificate and the audit checkpoint vkey to hand out."
+    p = commands.add_parser("show-keys", aliases=["keys"], help=text, description=text, allow_abbrev=False)
+    p.set_defaults(run=show_keys)
+    _config(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document")

@@ -2,6 +2,10 @@
 
 Every failure a user can meet ends as one plain line on stderr, `casebridge: <title>: <detail>`,
 and a non-zero exit status (1 for a refused operation, 2 for a usage error).
+
+Each package's `cli` module only declares its subcommands; the command that runs imports what
+it needs. So `casebridge --help` or `casebridge keys ...` never load aiohttp, the database
+drivers, Prometheus or the PDF fonts (tests/unit/test_cli_startup.py checks it).
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ Invariants:
   (`ack` or `processing`), never after; see `clients.inbox`.
 - Typed referral messages (`send_message`, `messages`, `cases`, `Delivery.message`) pass the case
   workflow before sealing and on receipt; see `clients.referrals`.
+- Own keys: the first `refresh_directory` of a session publishes this agency's encryption keys
+  valid now that the broker's directory lacks; `publish_encryption_keys` posts them all.
 - The clock is injected (`clock`, Unix seconds); every request is signed with the agency's key.
 """
 
@@ -38,7 +40,7 @@ from typing import Any
 import aiohttp
 
 from clients.case_store import CaseStore
-from clients.directory import DirectoryReport, VerifiedDirectory
+from clients.directory import DirectoryReport, VerifiedDirectory, b64encode
 from clients.envelope_files import DEFAULT_TTL_SECONDS, AttachmentFile
 from clients.inbox import Delivery, DownloadProgress, InboxItem, Receiver, delivery_of
 from clients.outbox import LocalState, OutboxEntry, OutboxState
@@ -49,7 +51,7 @@ from clients.transport import Body, BrokerTransport, Clock, RetryPolicy, Sleep, 
 from keys.files import read_bytes
 from keys.identity import AgencyIdentity
 from keys.keystore import load_agency
-from protocol.certificate import RootCertificate, TrustStore
+from protocol.certificate import EncryptionKey, RootCertificate, TrustStore
 from protocol.errors import CaseBridgeError, InvalidField, MalformedInput
 from protocol.primitives import Random, system_random
 from protocol.referral import CONTENT_TYPE, Message
@@ -105,6 +107,7 @@ class AgencyClient:
         TrustStore(roots).verify_agency(identity.certificate, clock())
         self.identity = identity
         self._clock = clock
+        self._keys_published = False
         self._transport = BrokerTransport(
             broker_url, identity.signing_key, clock=clock, rng=rng, retry=retry, sleep=sleep
         )
@@ -182,20 +185,52 @@ class AgencyClient:
     # --- directory ---------------------------------------------------------------------------
 
     async def refresh_directory(self) -> DirectoryReport:
-        """Fetch the broker's directory and keep what verifies against the pinned roots."""
+        """Fetch the broker's directory and keep what verifies against the pinned roots.
+
+        The first refresh of a session also publishes this agency's current encryption keys
+        that the broker's directory lacks (a new agency, or a key added by `keys rotate`), so
+        others can seal for it; see `_publish_missing`."""
         answer = (await self._transport.request("GET", "/v1/directory")).json()
-        return self.directory.absorb(answer, self._clock())
+        report = self.directory.absorb(answer, self._clock())
+        if not self._keys_published:
+            await self._publish_missing(answer)
+        return report
+
+    def current_encryption_keys(self) -> list[EncryptionKey]:
+        """This agency's encryption key statements valid now (others may seal for these)."""
+        now = self._clock()
+        return [held.statement for held in self.identity.encryption_keys if held.valid_at(now)]
 
     async def publish_encryption_keys(self) -> int:
         """Register this agency's encryption keys valid now; returns how many were posted."""
-        now = self._clock()
         posted = 0
-        for held in self.identity.encryption_keys:
-            if held.valid_at(now):
-                body = Body.of(held.statement.raw, ENCRYPTION_KEY_MEDIA_TYPE)
-                await self._transport.request("POST", "/v1/directory/encryption-keys", body=body)
-                posted += 1
+        for statement in self.current_encryption_keys():
+            await self._post_encryption_key(statement)
+            posted += 1
         return posted
+
+    async def _post_encryption_key(self, statement: EncryptionKey) -> None:
+        body = Body.of(statement.raw, ENCRYPTION_KEY_MEDIA_TYPE)
+        await self._transport.request("POST", "/v1/directory/encryption-keys", body=body)
+
+    async def _publish_missing(self, answer: Any) -> None:
+        """Post the current statements absent from a directory answer, once per session.
+
+        A refusal the broker will repeat (our certificate not registered there yet, say) is
+        logged, not raised, so it never stops the command that refreshed; an unreachable broker
+        leaves it for the next refresh."""
+        listed = answer.get("encryption_keys") if isinstance(answer, dict) else None
+        held = set(listed) if isinstance(listed, list) else set()
+        try:
+            for statement in self.current_encryption_keys():
+                if b64encode(statement.raw) not in held:
+                    await self._post_encryption_key(statement)
+                    log.info("encryption_key_published", extra={"key_id": statement.key_id.hex()})
+        except CaseBridgeError as e:
+            if transient(e):
+                return
+            log.warning("encryption_key_not_published", extra={"reason": e.reason})
+        self._keys_published = True
 
     # --- sending -----------------------------------------------------------------------------
 

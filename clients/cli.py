@@ -1,57 +1,66 @@
 """Subcommands owned by `clients`: `casebridge send`, `casebridge inbox list|watch`,
-`casebridge status`; `casebridge cases ...` and `send --referral` live in `clients.cases_cli`.
+`casebridge status`, `casebridge publish-keys`; `casebridge cases ...` and `send --referral` are
+parsed in `clients.cases_cli`, `casebridge audit ...` in `clients.audit.cli`.
 
-Each command opens one `AgencyClient` (keystore, pinned roots, broker, state directory), first
-refreshes the verified directory and sends whatever waits in the outbox (an unreachable broker
-is no error for either: the cached directory serves, the outbox waits), does its work, and
-closes it. Passphrases come from
-`CASEBRIDGE_PASSPHRASE`, the variable named by `--passphrase-env`, or a prompt; never from an
-argument. Output is for people by default and one JSON document per line with `--json`.
-Failures are `CaseBridgeError`s, which the dispatcher prints as one plain line.
-
-Exit status: 0 done; 1 refused (printed by the dispatcher); 75 (EX_TEMPFAIL) when `send` left
-the referral sealed in the outbox because the broker was unreachable.
+This module only parses. What each command does is in `clients.agency_commands` (and
+`clients.case_commands`, `clients.demo`, `clients.audit.commands`), imported when the command
+runs, so `casebridge --help` and the other packages' commands never load the client library,
+aiohttp or the PDF fonts. Output is for people by default and one JSON document per line with
+`--json`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
-from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
-import clients.demo
 from clients import cases_cli
-from clients.agency import DEFAULT_CONTENT_TYPE, AgencyClient
 from clients.audit.cli import register_audit
-from clients.cli_output import (
-    delivery_json,
-    delivery_line,
-    inbox_item_line,
-    outbox_lines,
-    send_json,
-    send_lines,
-    status_json,
-    status_lines,
-)
-from clients.download import check_envelope_id
-from clients.envelope_files import DEFAULT_TTL_SECONDS
-from clients.inbox import Delivery, save_attachments
-from clients.outbox import OutboxState
-from clients.transport import RetryPolicy, transient
-from keys.files import FileAccessError, read_bytes
-from keys.keystore import KeystoreKind, peek_kind
-from keys.passphrase import DEFAULT_ENV, read_passphrase
-from protocol import codec
-from protocol.envelope import MAX_MANIFEST_BYTES
-from protocol.errors import CaseBridgeError, InvalidField
+from clients.desk import command as desk_command
+from keys.passphrase import DEFAULT_ENV
 
-EX_TEMPFAIL = 75
-CLI_RETRY = RetryPolicy(max_attempts=3, base_delay_seconds=0.5, max_delay_seconds=5.0)
-DAY_SECONDS = 86400
+# The same values as `clients.agency.DEFAULT_CONTENT_TYPE` and
+# `clients.envelope_files.DEFAULT_TTL_SECONDS`, which are not imported here to keep start-up
+# quick (tests/unit/test_cli_startup.py checks they agree).
+DEFAULT_CONTENT_TYPE = "text/plain; charset=utf-8"
+DEFAULT_TTL_DAYS = 14
+
+
+def _send(args: argparse.Namespace) -> int:
+    from clients import agency_commands
+
+    return agency_commands.send(args)
+
+
+def _inbox_list(args: argparse.Namespace) -> int:
+    from clients import agency_commands
+
+    return agency_commands.inbox_list(args)
+
+
+def _inbox_watch(args: argparse.Namespace) -> int:
+    from clients import agency_commands
+
+    return agency_commands.inbox_watch(args)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from clients import agency_commands
+
+    return agency_commands.status(args)
+
+
+def _publish_keys(args: argparse.Namespace) -> int:
+    from clients import agency_commands
+
+    return agency_commands.publish_keys(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import clients.demo
+
+    return clients.demo.run(args)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +91,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add `send`, `inbox` and `status` to the `casebridge` command."""
+    """Add `send`, `inbox`, `status`, `publish-keys`, `cases`, `demo` and `audit` to `casebridge`."""
     p = sub.add_parser("send", help="Seal a referral and send it through the broker.")
     _common(p)
     p.add_argument(
@@ -94,14 +103,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     cases_cli.add_send_option(body)
     p.add_argument("--content-type", default=DEFAULT_CONTENT_TYPE, help=f"default: {DEFAULT_CONTENT_TYPE}")
     p.add_argument("--attach", action="append", default=[], metavar="FILE", help="an attachment; repeatable")
-    p.add_argument("--ttl-days", type=int, default=DEFAULT_TTL_SECONDS // DAY_SECONDS, help="default: 14")
-    p.set_defaults(run=_run(_send, before=_check_send))
+    p.add_argument("--ttl-days", type=int, default=DEFAULT_TTL_DAYS, help=f"default: {DEFAULT_TTL_DAYS}")
+    p.set_defaults(run=_send)
 
     inbox = sub.add_parser("inbox", help="Referrals sent to this agency: list, or watch and save.")
     inbox_sub = inbox.add_subparsers(dest="inbox_command", required=True, metavar="ACTION")
     p = inbox_sub.add_parser("list", help="List what waits, without opening anything.")
     _common(p)
-    p.set_defaults(run=_run(_inbox_list))
+    p.set_defaults(run=_inbox_list)
     p = inbox_sub.add_parser("watch", help="Receive, verify and save referrals as they arrive.")
     _common(p)
     p.add_argument(
@@ -109,224 +118,38 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--once", action="store_true", help="stop when the inbox is empty instead of waiting")
     p.add_argument("--wait", type=int, default=30, help="long-poll seconds per request (at most 60)")
-    p.set_defaults(run=_run(_inbox_watch))
+    p.set_defaults(run=_inbox_watch)
 
     p = sub.add_parser("status", help="What became of a referral, or of everything in the outbox.")
     _common(p)
     p.add_argument(
         "envelope_id", nargs="?", help="an envelope id (hex); without it, the outbox with receipts"
     )
-    p.set_defaults(run=_run(_status))
+    p.set_defaults(run=_status)
+
+    p = sub.add_parser(
+        "publish-keys",
+        help="Publish this agency's encryption keys valid now to the broker (after `keys rotate`).",
+    )
+    _common(p)
+    p.set_defaults(run=_publish_keys)
     cases_cli.register(sub)
 
-    clients.demo.register(sub)
+    _register_demo(sub)
     register_audit(sub)
+    desk_command.register(sub)
 
 
-# --- plumbing -----------------------------------------------------------------------------------
-
-Command = Callable[[argparse.Namespace, AgencyClient], Coroutine[Any, Any, int]]
-
-
-def _required(value: str | None, option: str, env: str) -> str:
-    if not value:
-        raise InvalidField(option, f"a value (or set {env})")
-    return value
-
-
-def _open(args: argparse.Namespace) -> AgencyClient:
-    keystore = _required(args.keystore, "--keystore", "CASEBRIDGE_KEYSTORE")
-    broker = _required(args.broker, "--broker", "CASEBRIDGE_BROKER")
-    state = _required(args.state, "--state", "CASEBRIDGE_STATE")
-    trust = args.trust or [p for p in os.environ.get("CASEBRIDGE_TRUST", "").split(os.pathsep) if p]
-    if not trust:
-        raise InvalidField(
-            "--trust", "at least one pinned national root certificate (or set CASEBRIDGE_TRUST)"
-        )
-    peek_kind(keystore, KeystoreKind.AGENCY)
-    passphrase = read_passphrase(args.passphrase_env, DEFAULT_ENV, what=f"the agency keystore {keystore}")
-    return AgencyClient.open(
-        keystore, passphrase, trust=trust, broker_url=broker, state_dir=state, retry=CLI_RETRY
+def _register_demo(sub: argparse._SubParsersAction[Any]) -> None:
+    """`casebridge demo` (the command itself is `clients.demo.run`)."""
+    p = sub.add_parser(
+        "demo",
+        help="Walk through a referral from Thailand to Lao PDR with a real broker on 127.0.0.1.",
+        description="Create roots, agencies and a broker in a temporary directory, start the broker, "
+        "send a referral in Thai with an attachment, receive and verify it, follow its receipts, stop "
+        "the broker and remove everything.",
     )
-
-
-def _run(
-    command: Command, before: Callable[[argparse.Namespace], None] | None = None
-) -> Callable[[argparse.Namespace], int]:
-    """The command's entry point: check the arguments (`before`, nothing opened yet), then open
-    the client, refresh, flush the outbox and run."""
-
-    def run(args: argparse.Namespace) -> int:
-        if before is not None:
-            before(args)
-
-        async def main() -> int:
-            async with _open(args) as client:
-                await _refresh_quietly(client)
-                await _flush_outbox(args, client)
-                return await command(args, client)
-
-        try:
-            return asyncio.run(main())
-        except OSError as e:
-            where = f"{e.filename}: " if e.filename else ""
-            raise FileAccessError(
-                f"{where}{e.strerror or type(e).__name__}. Check the path and its permissions."
-            ) from e
-
-    return run
-
-
-def _emit(args: argparse.Namespace, lines: list[str], document: Any) -> None:
-    if args.json:
-        print(json.dumps(document, ensure_ascii=False, sort_keys=True))
-    else:
-        for line in lines:
-            print(line)
-
-
-async def _flush_outbox(args: argparse.Namespace, client: AgencyClient) -> None:
-    """Send what an earlier command left in the outbox; an unreachable broker is no error here."""
-    if not client.outbox(OutboxState.PENDING):
-        return
-    try:
-        results = await client.resume_outbox()
-    except CaseBridgeError as e:
-        if not transient(e):
-            raise
-        return
-    for result in results:
-        if result.state is not OutboxState.PENDING:
-            _emit(args, [f"from the outbox: {line}" for line in send_lines(result)], send_json(result))
-
-
-async def _refresh_quietly(client: AgencyClient) -> None:
-    try:
-        await client.refresh_directory()
-    except CaseBridgeError as e:
-        if not transient(e):
-            raise
-
-
-# --- commands -----------------------------------------------------------------------------------
-
-
-def _check_send(args: argparse.Namespace) -> None:
-    if not 1 <= args.ttl_days <= 90:
-        raise InvalidField("--ttl-days", "1 to 90 days")
-    if args.referral is not None:
-        cases_cli.check_send(args)
-    elif args.body_file is not None:
-        args.body_bytes = read_bytes(args.body_file, max_bytes=MAX_MANIFEST_BYTES)
-    else:
-        args.body_bytes = codec.nfc(args.body).encode("utf-8")
-    for attachment in args.attach:
-        if not Path(attachment).is_file():
-            raise InvalidField("--attach", f"readable files; {attachment} is not one")
-
-
-async def _send(args: argparse.Namespace, client: AgencyClient) -> int:
-    if args.referral is not None:
-        sent = await cases_cli.send_referral(args, client)
-        return EX_TEMPFAIL if sent.result.state is OutboxState.PENDING else 0
-    result = await client.send(
-        args.to,
-        args.body_bytes,
-        content_type=args.content_type,
-        attachments=[Path(a) for a in args.attach],
-        ttl_seconds=args.ttl_days * DAY_SECONDS,
+    p.add_argument(
+        "--keep", metavar="DIR", help="work in DIR (new or empty) and keep it afterwards for inspection"
     )
-    _emit(args, send_lines(result), send_json(result))
-    return EX_TEMPFAIL if result.state is OutboxState.PENDING else 0
-
-
-async def _inbox_list(args: argparse.Namespace, client: AgencyClient) -> int:
-    waiting = client.pending_deliveries()
-    items = await client.list_inbox()
-    listed = {d.envelope_id for d in waiting}
-    rows = [delivery_json(d, None) | {"where": "received, not yet saved"} for d in waiting]
-    rows += [
-        {"where": "at the broker", "envelope_id": i.envelope_id, "sender_id": i.sender_id, "state": i.state,
-         "accepted_at": i.accepted_at, "parts": len(i.part_lengths)}
-        for i in items
-        if i.envelope_id not in listed
-    ]  # fmt: skip
-    if args.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False, sort_keys=True))
-    elif not rows:
-        print("The inbox is empty.")
-    else:
-        for d in waiting:
-            print(f"{delivery_line(d, None)}  [received, not yet saved]")
-        for i in items:
-            if i.envelope_id not in listed:
-                print(inbox_item_line(i))
-    return 0
-
-
-def _save(delivery: Delivery, save_dir: Path) -> tuple[Path, list[Path]]:
-    """Save a delivery's body and attachments in `save_dir/<envelope id>/`, completely or not at
-    all: a partial folder from an interrupted run is replaced, a complete one is kept."""
-    final = save_dir / delivery.envelope_id
-    if final.is_dir():
-        return final, sorted(p for p in final.iterdir() if p.is_file())
-    staging = save_dir / f".{delivery.envelope_id}.partial"
-    if staging.exists():
-        for leftover in staging.iterdir():
-            leftover.unlink()
-        staging.rmdir()
-    staging.mkdir(parents=True, mode=0o700)
-    kind = delivery.content_type.split(";")[0].strip()
-    suffix = ".json" if kind == "application/json" else ".txt" if kind.startswith("text/") else ".bin"
-    fd = os.open(staging / f"body{suffix}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(delivery.body)
-        f.flush()
-        os.fsync(f.fileno())
-    saved = save_attachments(delivery, staging)
-    os.rename(staging, final)
-    return final, [final / p.name for p in saved]
-
-
-async def _inbox_watch(args: argparse.Namespace, client: AgencyClient) -> int:
-    save_dir = Path(args.save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    count = 0
-    async for delivery in client.deliveries(follow=not args.once, wait_seconds=args.wait):
-        folder, files = await asyncio.to_thread(_save, delivery, save_dir)
-        await client.ack(delivery)
-        count += 1
-        _emit(
-            args,
-            [delivery_line(delivery, folder)],
-            delivery_json(delivery, folder) | {"files": [str(f) for f in files]},
-        )
-    if args.once and not args.json and count == 0:
-        print("Nothing new.")
-    return 0
-
-
-async def _status(args: argparse.Namespace, client: AgencyClient) -> int:
-    if args.envelope_id is None:
-        try:
-            await client.sync_receipts()
-        except CaseBridgeError as e:
-            if not transient(e):
-                raise
-            print("The broker is unreachable: receipts as last synchronised.")
-        entries = client.outbox()
-        if args.json:
-            for entry in entries:
-                print(json.dumps({"envelope_id": entry.envelope_id, "state": str(entry.state),
-                                  "recipients": list(entry.recipients),
-                                  "receipts": [[r.recipient_id, str(r.kind), r.time]
-                                               for r in client.receipts(entry.envelope_id)]},
-                                 ensure_ascii=False, sort_keys=True))  # fmt: skip
-        else:
-            print("\n".join(outbox_lines(entries, client.receipts)) or "The outbox is empty.")
-        return 0
-    envelope_id = check_envelope_id(args.envelope_id.strip().lower())
-    status = await client.status(envelope_id)
-    _emit(args, status_lines(status, client.state.outbox_entry(envelope_id)), status_json(status))
-    return 0
+    p.set_defaults(run=_demo)

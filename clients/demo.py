@@ -36,7 +36,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from clients.agency import AgencyClient
 from clients.cli_output import when
@@ -560,19 +559,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add `casebridge demo` to the `casebridge` command."""
-    p = sub.add_parser(
-        "demo",
-        help="Walk through a referral from Thailand to Lao PDR with a real broker on 127.0.0.1.",
-        description="Create roots, agencies and a broker in a temporary directory, start the broker, "
-        "send a referral in Thai with an attachment, receive and verify it, follow its receipts, stop "
-        "the broker and remove everything.",
-    )
-    p.add_argument(
-        "--keep", metavar="DIR", help="work in DIR (new or empty) and keep it afterwards for inspection"
-    )
-    p.set_defaults(run=run)
-
-
-__all__ = ["register", "run"]
+__all__ = ["run"]

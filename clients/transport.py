@@ -8,7 +8,7 @@ Invariants:
   (bodies from files are digested by streaming over them, never loaded whole).
 - A broker refusal (RFC 9457 problem details) becomes the `CaseBridgeError` subclass named by its
   `code`, carrying the problem as `.problem` and the HTTP status; connection failures become
-  `UpstreamUnavailable`. `transient(e)` says whether trying again may help (5xx, 429, no
+  `UpstreamUnavailable`. `transient(e)` says whether trying again may help (5xx, 408, 429, no
   connection); everything else is final.
 - Retries back off exponentially with jitter, honour Retry-After, and stop after
   `RetryPolicy.max_attempts`: every loop is bounded.
@@ -50,6 +50,7 @@ from protocol.errors import (
     NotFound,
     RateLimited,
     Replayed,
+    RequestTimeout,
     StorageUnavailable,
     TooLarge,
     UnsupportedVersion,
@@ -74,6 +75,7 @@ _ERRORS: dict[ErrorCode, type[CaseBridgeError]] = {
     ErrorCode.CONFLICT: Conflict,
     ErrorCode.NOT_FOUND: NotFound,
     ErrorCode.RATE_LIMITED: RateLimited,
+    ErrorCode.TIMEOUT: RequestTimeout,
     ErrorCode.UNAUTHENTICATED: AuthError,
     ErrorCode.FORBIDDEN: Forbidden,
     ErrorCode.STORAGE_UNAVAILABLE: StorageUnavailable,
@@ -95,6 +97,7 @@ _BY_STATUS: dict[int, type[CaseBridgeError]] = {
     401: AuthError,
     403: Forbidden,
     404: NotFound,
+    408: RequestTimeout,
     409: Conflict,
     413: TooLarge,
     422: VerificationError,
@@ -122,8 +125,9 @@ class RetryPolicy:
 
 
 def transient(error: CaseBridgeError) -> bool:
-    """Whether the same request may succeed later (the broker unreachable, busy or failing)."""
-    return error.status >= 500 or error.status == 429
+    """Whether the same request may succeed later (the broker unreachable, busy or failing, or
+    a request that stalled on the way and timed out there, 408)."""
+    return error.status >= 500 or error.status in (408, 429)
 
 
 def problem_error(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> CaseBridgeError:
@@ -137,7 +141,10 @@ def problem_error(status: int, body: bytes, headers: Mapping[str, str] | None = 
     try:
         code = ErrorCode(str(code_text))
     except ValueError:
-        code = ErrorCode.INTERNAL if status >= 500 else ErrorCode.INVALID_FIELD
+        # No problem code (a proxy's bare answer, say): the status alone names the error.
+        by_status = _BY_STATUS.get(status)
+        fallback = ErrorCode.INTERNAL if status >= 500 else ErrorCode.INVALID_FIELD
+        code = by_status.code if by_status is not None else fallback
     cls = _ERRORS.get(code) or _BY_STATUS.get(status) or (CaseBridgeError if status >= 500 else InputError)
     detail = problem.get("detail")
     if not isinstance(detail, str) or not detail:

@@ -202,7 +202,8 @@ def rotate(args: argparse.Namespace) -> int:
     _say(
         f"added a new encryption key to {args.keystore}; {len(agency.encryption_keys) - 1} older kept",
         *key_lines("encryption", new.public_key),
-        "Export the public bundle again (keys export) and publish it.",
+        f"Publish it to the broker: casebridge publish-keys --keystore {args.keystore} (the next client "
+        "command that reaches the broker does it too); export the public bundle again (keys export).",
     )
     return 0
 

@@ -190,6 +190,25 @@ class Directory:
         self._add_certificate(cert)
         return cert, created
 
+    async def record_own_certificate(self, cert: AgencyCertificate, now: int) -> bool:
+        """Register the broker's own certificate, audited as `certificate_registered` by the
+        broker itself, unless the store holds it already: so the log alone names the key that
+        signs accepted and expired receipts, and an offline trace needs nothing else. True if it
+        was added now (the first start after `broker import-cert`).
+
+        A renewed certificate for a key the store holds under an earlier certificate cannot be
+        stored beside it (one certificate per key); it is left out, with a warning."""
+        held = self._certificates.get(cert.key_id)
+        if held is not None:
+            if held.raw != cert.raw:
+                log.warning(
+                    "broker_certificate_not_recorded",
+                    extra={"reason": "the store holds an earlier certificate of the same key"},
+                )
+            return False
+        _, created = await self.register_certificate(cert.raw, now, by=cert.agency_id)
+        return created
+
     async def register_revocation_list(
         self, data: bytes, now: int, *, by: str
     ) -> tuple[RevocationList, bool]:

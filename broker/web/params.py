@@ -11,7 +11,10 @@ from aiohttp import web
 from protocol.errors import InvalidField
 
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+# A byte position never needs more digits than this (2**63 - 1 has 19); a longer one is absurd,
+# and refusing it early keeps int() from working on (or refusing) thousands of digits.
+MAX_RANGE_DIGITS = 19
 
 
 def b64(data: bytes) -> str:
@@ -46,7 +49,8 @@ def byte_range(header: str | None, length: int) -> tuple[int, int] | None:
     """`(start, end)` (end exclusive) for a single `bytes=` range, None to send everything.
 
     Per RFC 9110, a Range header that does not parse, or asks for several ranges, is ignored.
-    Raises `ValueError` for a well-formed range that lies outside the part (answer 416).
+    Raises `ValueError` for a well-formed range that lies outside the part (answer 416), and
+    `InvalidField` (400) for a position longer than `MAX_RANGE_DIGITS` digits.
     """
     if header is None:
         return None
@@ -54,6 +58,8 @@ def byte_range(header: str | None, length: int) -> tuple[int, int] | None:
     if match is None:
         return None
     first, last = match.group(1), match.group(2)
+    if len(first) > MAX_RANGE_DIGITS or len(last) > MAX_RANGE_DIGITS:
+        raise InvalidField("Range", f"byte positions of at most {MAX_RANGE_DIGITS} digits")
     if not first and not last:
         return None
     if not first:

@@ -1,4 +1,4 @@
-"""The security officer's side of the audit log: `casebridge audit ...` (docs/audit-tools.md).
+"""The security officer's side of the audit log: `casebridge audit ...` (docs/audit-log.md).
 
 - `policy`, `verifier`, `tree_check`, `trusted_state`: recompute the whole Merkle tree from the
   leaves (streamed, O(log n) memory), check the checkpoint's log signature and witness

@@ -22,15 +22,59 @@ import argparse
 import os
 from typing import Any
 
-from clients.audit import commands, witness_commands
-from clients.audit.broker_log import FETCH_MODES
-from clients.audit.export import FORMATS
 from clients.audit.leaf_records import KINDS
 from keys.keystore import KDF_PROFILES
 from keys.passphrase import DEFAULT_ENV
 
 WITNESS_ENV = "CASEBRIDGE_WITNESS_PASSPHRASE"
 DEFAULT_WITNESS_PORT = 7380
+# The same values as `clients.audit.broker_log.FETCH_MODES` and `clients.audit.export.FORMATS`,
+# which load the HTTP client and are imported only when a command runs (start-up stays quick;
+# tests/unit/test_cli_startup.py checks they agree).
+FETCH_MODES = ("tiles", "entries")
+FORMATS = ("jsonl", "csv", "html")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from clients.audit import commands
+
+    return commands.verify(args)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from clients.audit import commands
+
+    return commands.trace(args)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from clients.audit import commands
+
+    return commands.search(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from clients.audit import commands
+
+    return commands.export(args)
+
+
+def _witness_init(args: argparse.Namespace) -> int:
+    from clients.audit import witness_commands
+
+    return witness_commands.init(args)
+
+
+def _witness_show(args: argparse.Namespace) -> int:
+    from clients.audit import witness_commands
+
+    return witness_commands.show(args)
+
+
+def _witness_serve(args: argparse.Namespace) -> int:
+    from clients.audit import witness_commands
+
+    return witness_commands.serve(args)
 
 
 def _env_list(name: str) -> list[str]:
@@ -122,7 +166,7 @@ def register_audit(sub: argparse._SubParsersAction[Any]) -> None:
     p = actions.add_parser("verify", help="Recompute and check the whole log; remember it as trusted.")
     _log_options(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
-    p.set_defaults(run=commands.verify)
+    p.set_defaults(run=_verify)
 
     p = actions.add_parser("trace", help="Prove what happened to one referral, step by step.")
     _log_options(p, trust=True)
@@ -131,13 +175,13 @@ def register_audit(sub: argparse._SubParsersAction[Any]) -> None:
         "--tlog-proof-out", metavar="FILE", help="also save the broker's tlog-proof of the acceptance"
     )
     p.add_argument("--json", action="store_true", help="print the trace as one JSON document")
-    p.set_defaults(run=commands.trace)
+    p.set_defaults(run=_trace)
 
     p = actions.add_parser("search", help="List leaves by agency, kind, envelope and time.")
     _log_options(p)
     _filters(p)
     p.add_argument("--json", action="store_true", help="print JSON Lines, one leaf per line")
-    p.set_defaults(run=commands.search)
+    p.set_defaults(run=_search)
 
     p = actions.add_parser(
         "export", help="Export leaves (JSON Lines, CSV, HTML) or the raw log for offline use."
@@ -150,7 +194,7 @@ def register_audit(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--format", choices=FORMATS, default="jsonl")
     p.add_argument("--limit", type=int, default=10_000, help="rows shown in an HTML report (default 10000)")
     p.add_argument("--force", action="store_true", help="replace an existing raw export")
-    p.set_defaults(run=commands.export)
+    p.set_defaults(run=_export)
 
     witness = actions.add_parser("witness", help="A witness that cosigns a partner's log checkpoints.")
     w = witness.add_subparsers(dest="witness_command", required=True, metavar="ACTION")
@@ -160,11 +204,11 @@ def register_audit(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--kdf-profile", choices=sorted(KDF_PROFILES), default="moderate")
     p.add_argument("--force", action="store_true", help="replace an existing keystore")
     p.add_argument("--passphrase-env", metavar="NAME", help=f"default {WITNESS_ENV} if set, else ask")
-    p.set_defaults(run=witness_commands.init, default_env=WITNESS_ENV)
+    p.set_defaults(run=_witness_init, default_env=WITNESS_ENV)
     p = w.add_parser("show", help="Print the witness's vkey.")
     p.add_argument("--keystore", required=True)
     p.add_argument("--passphrase-env", metavar="NAME", help=f"default {WITNESS_ENV} if set, else ask")
-    p.set_defaults(run=witness_commands.show, default_env=WITNESS_ENV)
+    p.set_defaults(run=_witness_show, default_env=WITNESS_ENV)
     p = w.add_parser("serve", help="Serve POST /add-checkpoint (tlog-witness) until stopped.")
     p.add_argument("--keystore", required=True)
     p.add_argument("--passphrase-env", metavar="NAME", help=f"default {WITNESS_ENV} if set, else ask")
@@ -181,6 +225,4 @@ def register_audit(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--port", type=int, default=DEFAULT_WITNESS_PORT, help=f"default {DEFAULT_WITNESS_PORT}; 0 picks one"
     )
-    p.set_defaults(
-        run=witness_commands.serve, default_env=WITNESS_ENV, env_logs=_env_list("CASEBRIDGE_WITNESS_LOGS")
-    )
+    p.set_defaults(run=_witness_serve, default_env=WITNESS_ENV, env_logs=_env_list("CASEBRIDGE_WITNESS_LOGS"))

@@ -131,6 +131,19 @@ async def test_downloads_resume_with_byte_ranges(broker: RunningBroker) -> None:
         assert beyond.problem["status"] == 416
 
 
+async def test_a_range_of_thousands_of_digits_is_a_clear_400_not_a_416(broker: RunningBroker) -> None:
+    sealed = broker.seal("TH-ATPD", ["LA-MOLSW"], attachments=[LAO_DOCUMENT])
+    await broker.submit("TH-ATPD", sealed)
+    lao = broker.client("LA-MOLSW")
+    path = f"/v1/inbox/{sealed.envelope_id.hex()}/parts/1"
+    absurd = await lao.get(path, headers={"Range": "bytes=0-" + "9" * 5000})
+    assert (absurd.status, absurd.problem["code"], absurd.problem["field"]) == (400, "invalid_field", "Range")
+    whole = await lao.get(path, headers={"Range": "bytes=0-" + "9" * 19})
+    assert (whole.status, whole.body) == (206, sealed.parts[1])
+    beyond = await lao.get(path, headers={"Range": "bytes=" + "9" * 19 + "-"})
+    assert beyond.status == 416
+
+
 async def test_only_sender_and_recipients_see_an_envelope_and_recipients_only_their_entry(
     broker: RunningBroker,
 ) -> None:

@@ -105,8 +105,8 @@ async def test_an_operator_sets_up_certifies_serves_and_stops_a_broker(
     finally:
         await process.close()
     status = casebridge(f"broker status --config {config}", cwd=tmp_path)
-    assert "agencies:              1" in status
-    assert "audit log entries:     5" in status  # two roots, the operator, start, stop
+    assert "agencies:              2" in status  # the operator, and the broker's own certificate
+    assert "audit log entries:     6" in status  # two roots, the operator, the broker, start, stop
     lines = (tmp_path / "broker.log").read_text(encoding="utf-8").splitlines()
     entries = [json.loads(line) for line in lines]
     assert {"broker_started", "broker_listening", "request", "broker_stopped"} <= {

@@ -12,6 +12,7 @@ from broker.logs import REQUEST_ID, JsonFormatter
 from broker.web.limits import RateLimiter, RateLimitExceeded
 from broker.web.params import byte_range
 from protocol import auditlog, codec
+from protocol.errors import InvalidField
 
 
 @pytest.mark.parametrize(
@@ -37,6 +38,34 @@ def test_byte_ranges_follow_rfc_9110(header: str | None, expected: tuple[int, in
 def test_unsatisfiable_ranges_are_refused(header: str) -> None:
     with pytest.raises(ValueError, match="range"):
         byte_range(header, 1000)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes=0-" + "9" * 19, (0, 1000)),
+        ("bytes=-" + "9" * 19, (0, 1000)),
+        ("bytes=๑-๙", None),  # Thai digits are not DIGIT: the header is ignored
+        ("bytes=0-99", (0, 100)),
+    ],
+)
+def test_positions_up_to_19_digits_are_ranges(header: str, expected: tuple[int, int] | None) -> None:
+    assert byte_range(header, 1000) == expected
+
+
+def test_a_start_of_19_digits_is_unsatisfiable_not_absurd() -> None:
+    with pytest.raises(ValueError, match="range"):
+        byte_range("bytes=" + "9" * 19 + "-", 1000)
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["bytes=0-" + "9" * 20, "bytes=0-" + "9" * 5000, "bytes=-" + "1" * 4301, "bytes=" + "0" * 20 + "-"],
+)
+def test_positions_of_thousands_of_digits_are_an_invalid_field(header: str) -> None:
+    with pytest.raises(InvalidField) as caught:
+        byte_range(header, 1000)
+    assert (caught.value.status, caught.value.field) == (400, "Range")
 
 
 def test_the_rate_limiter_allows_a_burst_then_the_steady_rate() -> None:
