@@ -168,6 +168,8 @@ class Receiver:
         self._refresh = refresh_directory
         self._admit = admit
         self.downloader = EnvelopeDownloader(transport, state.directory / INBOX_DIR)
+        # A receipt post failed transiently since the last flush (it waits in the local state).
+        self._unposted = False
 
     @property
     def me(self) -> str:
@@ -200,6 +202,7 @@ class Receiver:
             await self._transport.request("POST", "/v1/receipts", body=Body.of(raw, RECEIPT_MEDIA_TYPE))
         except CaseBridgeError as e:
             if transient(e):
+                self._unposted = True
                 return False
             log.warning(
                 "receipt_refused", extra={"envelope_id": envelope_id, "kind": kind, "reason": e.reason}
@@ -410,6 +413,11 @@ class Receiver:
                             yield delivery
                     cursor = max(cursor, item.cursor)
                 failures = 0
+                if self._unposted:
+                    # A receipt could not be posted while the broker was unreachable: post it
+                    # now that the broker answers, not only when the stream is next opened.
+                    self._unposted = False
+                    await self.flush_receipts()
             except CaseBridgeError as e:
                 if not follow or not transient(e):
                     raise

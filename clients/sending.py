@@ -300,9 +300,18 @@ class Sender:
         return [by_recipient[r] for r in sorted(by_recipient)]
 
 
+def _read_at(path: Path, offset: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read(READ_BYTES)
+
+
 async def _stream(header: bytes, parts: Sequence[Path]) -> AsyncIterator[bytes]:
+    # No file stays open across a yield: an upload cut off by the network abandons this
+    # generator without closing it, which must not leak an open file.
     yield len(header).to_bytes(4, "big") + header
     for path in parts:
-        with path.open("rb") as f:
-            while chunk := await asyncio.to_thread(f.read, READ_BYTES):
-                yield chunk
+        offset = 0
+        while chunk := await asyncio.to_thread(_read_at, path, offset):
+            offset += len(chunk)
+            yield chunk
