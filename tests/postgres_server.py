@@ -9,7 +9,8 @@
 - PostgreSQL refuses to run as root, so when the tests run as root the server runs as the
   `postgres` user (or `nobody`) through `runuser`; its directory is handed to that user.
 - Durability settings are relaxed (`fsync=off`): the tests check what the broker does with
-  committed and refused transactions and with restarts, not the host's disks.
+  committed and refused transactions and with restarts, not the host's disks. Benchmarks start
+  it with `durable=True` (`fsync=on`, `synchronous_commit=on`, full page writes), as in production.
 - One server per test session (`shared_server`), stopped and removed at exit; each test gets
   its own database (`create_database`), dropped when done.
 """
@@ -87,6 +88,7 @@ class PostgresServer:
     root: Path
     port: int
     user: pwd.struct_passwd | None
+    durable: bool = False
 
     @property
     def data_dir(self) -> Path:
@@ -118,19 +120,22 @@ class PostgresServer:
                 "-c listen_addresses=127.0.0.1",
                 f"-c port={self.port}",
                 f"-c unix_socket_directories={self.socket_dir}",
-                "-c fsync=off",
-                "-c full_page_writes=off",
+                *(
+                    ("-c fsync=on", "-c synchronous_commit=on", "-c full_page_writes=on")
+                    if self.durable
+                    else ("-c fsync=off", "-c full_page_writes=off")
+                ),
                 "-c max_connections=300",
                 "-c shared_buffers=64MB",
             ]
         )
 
     @classmethod
-    def start(cls) -> PostgresServer:
+    def start(cls, *, durable: bool = False) -> PostgresServer:
         binaries = find_binaries()
         user = _server_user()
         root = Path(tempfile.mkdtemp(prefix="casebridge-pg-"))
-        server = cls(binaries, root, _free_port(), user)
+        server = cls(binaries, root, _free_port(), user, durable)
         server.socket_dir.mkdir()
         if user is not None:
             for path in (root, server.socket_dir):
