@@ -9,6 +9,10 @@ which they are refused.
 Every signed structure travels as `[bin body, bin signature]`: the body's exact bytes are
 verified and kept, never re-serialised. Verification takes `at` (the time the decision is
 made for) and raises a specific `UntrustedCertificate` subclass; nothing returns a bool.
+
+A certificate's or key statement's `key_id` is computed once, when the object is made (it is a
+field outside `__init__`, `__eq__` and `repr`), not on every access: trust decisions, envelopes
+and signed requests read it many times per operation.
 """
 
 from __future__ import annotations
@@ -31,6 +35,12 @@ from protocol.errors import (
     VerificationError,
 )
 from protocol.primitives import KEY_ID_BYTES, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, key_id, sign, verify
+
+
+def _set_key_id(obj: object, public_key: bytes) -> None:
+    """Fill a frozen certificate's `key_id` field once, when it is made (see the classes)."""
+    object.__setattr__(obj, "key_id", key_id(public_key))
+
 
 COUNTRY = re.compile(r"[A-Z]{2}")
 AGENCY_ID = re.compile(r"[A-Z]{2}-[A-Z0-9](?:[A-Z0-9-]{0,62}[A-Z0-9])?")
@@ -98,10 +108,11 @@ class RootCertificate:
     not_before: int
     not_after: int
     raw: bytes = field(repr=False)
+    key_id: bytes = field(init=False, repr=False, compare=False)
+    """The 16-byte id of `public_key` (`protocol.primitives.key_id`)."""
 
-    @property
-    def key_id(self) -> bytes:
-        return key_id(self.public_key)
+    def __post_init__(self) -> None:
+        _set_key_id(self, self.public_key)
 
     @classmethod
     def create(
@@ -156,10 +167,11 @@ class AgencyCertificate:
     raw: bytes = field(repr=False)
     body: bytes = field(repr=False)
     signature: bytes = field(repr=False)
+    key_id: bytes = field(init=False, repr=False, compare=False)
+    """The 16-byte id of `signing_key` (`protocol.primitives.key_id`)."""
 
-    @property
-    def key_id(self) -> bytes:
-        return key_id(self.signing_key)
+    def __post_init__(self) -> None:
+        _set_key_id(self, self.signing_key)
 
     def has_role(self, role: Role) -> bool:
         return role in self.roles
@@ -246,10 +258,11 @@ class EncryptionKey:
     raw: bytes = field(repr=False)
     body: bytes = field(repr=False)
     signature: bytes = field(repr=False)
+    key_id: bytes = field(init=False, repr=False, compare=False)
+    """The 16-byte id of `public_key` (`protocol.primitives.key_id`)."""
 
-    @property
-    def key_id(self) -> bytes:
-        return key_id(self.public_key)
+    def __post_init__(self) -> None:
+        _set_key_id(self, self.public_key)
 
     @classmethod
     def issue(

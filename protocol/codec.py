@@ -49,32 +49,65 @@ def _fail(reason: str) -> NoReturn:
     raise MalformedInput(reason=reason)
 
 
-def _check(value: Any, depth: int, limits: Limits) -> None:
-    """Walk a value: allowed types only, NFC strings, depth bound."""
+def _check(value: Any, depth: int, limits: Limits) -> bool:
+    """Walk a value: allowed types only, NFC strings, depth bound. True if it holds a map.
+
+    The checks and their order (so the first failure and its reason) are those of a plain
+    recursive walk that checks the depth of every value; scalars of the exact built-in types
+    are checked inline in their container's loop rather than by a call each.
+    """
     if depth > limits.max_depth:
         _fail(f"nesting deeper than {limits.max_depth}")
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return _check_items(value, depth + 1, limits)
+    if kind is dict:
+        _check_map(value, depth + 1, limits)
+        return True
     if value is None or isinstance(value, bool | bytes):
-        return
+        return False
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
             _fail("integer out of 64-bit range")
-        return
+        return False
     if isinstance(value, str):
-        if not unicodedata.is_normalized("NFC", value):
+        if not value.isascii() and not unicodedata.is_normalized("NFC", value):
             _fail("text is not in Unicode NFC")
-        return
+        return False
     if isinstance(value, list | tuple):
-        for item in value:
-            _check(item, depth + 1, limits)
-        return
+        return _check_items(value, depth + 1, limits)
     if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                _fail("map key is not a string")
-            _check(key, depth + 1, limits)
-            _check(item, depth + 1, limits)
-        return
+        _check_map(value, depth + 1, limits)
+        return True
     _fail(f"type {type(value).__name__} is not allowed")
+
+
+def _check_items(items: Sequence[Any], depth: int, limits: Limits) -> bool:
+    """`_check` of each item at `depth`; ASCII text (always NFC), bytes and in-range ints inline."""
+    if items and depth > limits.max_depth:
+        _fail(f"nesting deeper than {limits.max_depth}")
+    has_map = False
+    for item in items:
+        kind = type(item)
+        if kind is bytes or (kind is str and item.isascii()) or item is None or kind is bool:
+            continue
+        if kind is int:
+            if not INT_MIN <= item <= INT_MAX:
+                _fail("integer out of 64-bit range")
+        elif kind is list or kind is tuple:
+            # The item's own depth is within the bound (checked above), so straight to its items.
+            has_map = _check_items(item, depth + 1, limits) or has_map
+        elif _check(item, depth, limits):
+            has_map = True
+    return has_map
+
+
+def _check_map(value: dict[Any, Any], depth: int, limits: Limits) -> None:
+    for key, item in value.items():
+        if not isinstance(key, str):
+            _fail("map key is not a string")
+        _check(key, depth, limits)
+        _check(item, depth, limits)
 
 
 def _sorted_maps(value: Any) -> Any:
@@ -89,14 +122,31 @@ def _sorted_maps(value: Any) -> Any:
     return value
 
 
-def encode(value: Any, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
-    """Encode a value canonically. Raises `MalformedInput` for a value outside the model."""
-    _check(value, 0, limits)
+def _maps_sorted(value: Any) -> bool:
+    """Whether every map in a decoded value lists its keys in encoded-byte order (keys are
+    unique and their encodings distinct, so this is the order `_sorted_maps` would give)."""
+    if type(value) is dict:
+        encoded = [msgpack.packb(k, use_bin_type=True) for k in value]
+        if any(a >= b for a, b in itertools.pairwise(encoded)):
+            return False
+        return all(_maps_sorted(v) for v in value.values())
+    if type(value) is list:
+        return all(_maps_sorted(v) for v in value if type(v) is list or type(v) is dict)
+    return True
+
+
+def _pack(value: Any) -> bytes:
     try:
-        data: bytes = msgpack.packb(_sorted_maps(value), use_bin_type=True)
+        data: bytes = msgpack.packb(value, use_bin_type=True)
     except (ValueError, TypeError, OverflowError) as e:
         raise MalformedInput(reason=f"cannot encode: {e}") from e
     return data
+
+
+def encode(value: Any, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Encode a value canonically. Raises `MalformedInput` for a value outside the model."""
+    has_map = _check(value, 0, limits)
+    return _pack(_sorted_maps(value) if has_map else value)
 
 
 def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
@@ -120,9 +170,10 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Any:
         _fail(f"{len(data)} bytes exceeds the limit of {limits.max_bytes}")
     if len(data) == 0:
         _fail("empty input")
+    data = bytes(data)
     try:
         value = msgpack.unpackb(
-            bytes(data),
+            data,
             raw=False,
             use_list=True,
             strict_map_key=True,
@@ -143,7 +194,11 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise MalformedInput(reason=f"undecodable msgpack ({type(e).__name__} {e})".replace(" )", ")")) from e
     except Exception as e:  # msgpack raises several internal types; all mean the same here
         raise MalformedInput(reason=f"undecodable msgpack: {type(e).__name__}") from e
-    if encode(value, limits=limits) != bytes(data):
+    # Canonical means: re-encoding gives the input back. A decoded value keeps its maps in their
+    # wire order, so that is the same as its plain encoding giving the input back with every
+    # map's keys already in sorted order (two orders of distinct keys never encode alike).
+    has_map = _check(value, 0, limits)
+    if _pack(value) != data or (has_map and not _maps_sorted(value)):
         _fail("not in canonical encoding")
     return value
 

@@ -79,14 +79,20 @@ HEADER_LIMITS = codec.Limits(max_bytes=64 << 10)
 MANIFEST_LIMITS = codec.Limits(max_bytes=MAX_MANIFEST_BYTES + 4096, max_bin_len=MAX_MANIFEST_BYTES)
 MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}(;[ -~]{1,200})?")
 FILENAME_FORBIDDEN = frozenset("/\\\x00")
+_MAX_MANIFEST_PADDED = padded_length(MAX_MANIFEST_BYTES)
+_INT_MAX = 2**63 - 1
 
 
 def envelope_hash(header: bytes) -> bytes:
     return blake2b(header, label=b"cb-envelope-v1")
 
 
+def _pre_digest(pre: bytes) -> bytes:
+    return blake2b(pre, label=b"cb-env-pre-v1")
+
+
 def _ad(pre: bytes, part_no: int) -> bytes:
-    return blake2b(pre, label=b"cb-env-pre-v1") + part_no.to_bytes(4, "big")
+    return _pre_digest(pre) + part_no.to_bytes(4, "big")
 
 
 def _part_key(payload_key: bytes, part_no: int) -> bytes:
@@ -159,7 +165,13 @@ class Manifest:
 
     @classmethod
     def parse(cls, data: bytes) -> Manifest:
-        items = codec.array(codec.decode(data, limits=MANIFEST_LIMITS), "manifest", 8)
+        value = codec.decode(data, limits=MANIFEST_LIMITS)
+        manifest = _well_formed_manifest(value)
+        return manifest if manifest is not None else cls._from_checked(value)
+
+    @classmethod
+    def _from_checked(cls, value: object) -> Manifest:
+        items = codec.array(value, "manifest", 8)
         codec.literal(items[0], "manifest.magic", "CB-MANIFEST")
         codec.literal(items[1], "manifest.version", VERSION)
         recipients = tuple(
@@ -186,6 +198,53 @@ class Manifest:
             body=codec.bin_(items[6], "manifest.body", max_len=MAX_MANIFEST_BYTES),
             attachments=tuple(attachments),
         )
+
+
+def _well_formed_manifest(value: object) -> Manifest | None:
+    """The manifest `Manifest.parse` reads from a decoded value of the common shape (exact types,
+    lengths and ranges, checked inline); None on any doubt, for the checked reading to name."""
+    if not (type(value) is list and len(value) == 8):
+        return None
+    magic, version, envelope_id, sender_id, recipients, content_type, body, attachments = value
+    if not (
+        type(magic) is str
+        and magic == "CB-MANIFEST"
+        and type(version) is int
+        and version == VERSION
+        and type(envelope_id) is bytes
+        and len(envelope_id) == ID_BYTES
+        and type(sender_id) is str
+        and AGENCY_ID.fullmatch(sender_id)
+        and type(recipients) is list
+        and len(recipients) <= MAX_RECIPIENTS
+        and all(type(r) is str and AGENCY_ID.fullmatch(r) for r in recipients)
+        and type(content_type) is str
+        and len(content_type) <= 300
+        and MEDIA_TYPE.fullmatch(content_type)
+        and type(body) is bytes
+        and len(body) <= MAX_MANIFEST_BYTES
+        and type(attachments) is list
+        and len(attachments) <= MAX_ATTACHMENTS
+    ):
+        return None
+    infos = []
+    for i, a in enumerate(attachments):
+        if not (
+            type(a) is list
+            and len(a) == 4
+            and type(a[0]) is int
+            and a[0] == i + 1
+            and type(a[1]) is str
+            and len(a[1]) <= 255
+            and type(a[2]) is str
+            and len(a[2]) <= 300
+            and MEDIA_TYPE.fullmatch(a[2])
+            and type(a[3]) is int
+            and 0 <= a[3] <= MAX_PADDED
+        ):
+            return None
+        infos.append(AttachmentInfo(a[1], a[2], a[3]))
+    return Manifest(envelope_id, sender_id, tuple(recipients), content_type, body, tuple(infos))
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +275,12 @@ class EnvelopeHeader:
 
     @classmethod
     def parse(cls, data: bytes) -> EnvelopeHeader:
+        """Parse a header file; raises `MalformedInput` (or a subclass) naming the first problem."""
+        header = _well_formed_header(data)
+        return header if header is not None else cls._parse_checked(data)
+
+    @classmethod
+    def _parse_checked(cls, data: bytes) -> EnvelopeHeader:
         outer = codec.array(codec.decode(data, limits=HEADER_LIMITS), "envelope", 3)
         pre = codec.bin_(outer[0], "envelope.pre")
         post = codec.bin_(outer[1], "envelope.post")
@@ -305,6 +370,139 @@ def _signed_digest(pre: bytes, post: bytes) -> bytes:
     return blake2b(pre + post, label=b"cb-env-sig-v1", size=64)
 
 
+# --- header parsing, common case ---------------------------------------------------------------
+#
+# `_well_formed_header` reads a header of exactly the shape `EnvelopeHeader._parse_checked`
+# accepts (exact types, lengths, ranges and order, checked inline rather than by one field
+# helper per value) and returns None on any doubt, never raising: the checked parser then reads
+# the input again and names the first problem. Whatever it returns, the checked parser returns
+# too, field for field (a test holds the two together).
+
+
+def _well_formed_recipients(value: object) -> list[RecipientEntry] | None:
+    if type(value) is not list or not value or len(value) > MAX_RECIPIENTS:
+        return None
+    entries = []
+    previous = ""
+    for r in value:
+        if not (
+            type(r) is list
+            and len(r) == 3
+            and type(r[0]) is str
+            and r[0] > previous
+            and AGENCY_ID.fullmatch(r[0])
+            and type(r[1]) is bytes
+            and len(r[1]) == KEY_ID_BYTES
+            and type(r[2]) is bytes
+            and len(r[2]) == WRAP_BYTES
+        ):
+            return None
+        previous = r[0]
+        entries.append(RecipientEntry(r[0], r[1], r[2]))
+    return entries
+
+
+def _well_formed_parts(pre_parts: object, post_parts: object) -> list[PartInfo] | None:
+    if (
+        type(pre_parts) is not list
+        or type(post_parts) is not list
+        or not pre_parts
+        or len(pre_parts) > MAX_ATTACHMENTS + 1
+        or len(post_parts) != len(pre_parts)
+    ):
+        return None
+    parts = []
+    for i, (a, b) in enumerate(zip(pre_parts, post_parts, strict=True)):
+        if not (
+            type(a) is list
+            and len(a) == 3
+            and type(b) is list
+            and len(b) == 3
+            and type(a[0]) is int
+            and a[0] == i
+            and type(b[0]) is int
+            and b[0] == i
+            and type(a[1]) is bytes
+            and len(a[1]) == STREAM_HEADER_BYTES
+            and type(a[2]) is int
+            and 1 <= a[2] <= MAX_PADDED
+            and type(b[1]) is int
+            and type(b[2]) is bytes
+            and len(b[2]) == HASH_BYTES
+        ):
+            return None
+        padded, ct_len = a[2], b[1]
+        if padded_length(padded - 1) != padded or ct_len != ciphertext_length(padded):
+            return None
+        parts.append(PartInfo(i, a[1], padded, ct_len, b[2]))
+    if parts[0].padded_length > _MAX_MANIFEST_PADDED:
+        return None
+    return parts
+
+
+def _well_formed_items(
+    raw: bytes, pre: bytes, post: bytes, signature: bytes, p: object, post_items: object
+) -> EnvelopeHeader | None:
+    """The header from its decoded `pre` and `post` arrays, if they have the common shape."""
+    if not (type(p) is list and len(p) == 11):
+        return None
+    magic, version, suite, envelope_id, sender_id, sender_key_id, created, expires = p[:8]
+    if not (
+        type(magic) is str
+        and magic == MAGIC
+        and type(version) is int
+        and version == VERSION
+        and type(suite) is int
+        and suite == SUITE
+        and type(envelope_id) is bytes
+        and len(envelope_id) == ID_BYTES
+        and type(sender_id) is str
+        and AGENCY_ID.fullmatch(sender_id)
+        and type(sender_key_id) is bytes
+        and len(sender_key_id) == KEY_ID_BYTES
+        and type(created) is int
+        and type(expires) is int
+        and 0 <= created < expires <= created + MAX_TTL_SECONDS
+        and expires <= _INT_MAX
+        and type(p[9]) is bytes
+        and len(p[9]) == HASH_BYTES
+        and len(signature) == SIGNATURE_BYTES
+    ):
+        return None
+    recipients = _well_formed_recipients(p[8])
+    parts = _well_formed_parts(p[10], post_items)
+    if recipients is None or parts is None:
+        return None
+    return EnvelopeHeader(
+        envelope_id,
+        sender_id,
+        sender_key_id,
+        created,
+        expires,
+        tuple(recipients),
+        p[9],
+        tuple(parts),
+        raw,
+        pre,
+        post,
+        signature,
+        envelope_hash(raw),
+    )
+
+
+def _well_formed_header(data: bytes) -> EnvelopeHeader | None:
+    try:
+        outer = codec.decode(data, limits=HEADER_LIMITS)
+        if not (type(outer) is list and len(outer) == 3 and all(type(x) is bytes for x in outer)):
+            return None
+        pre, post, signature = outer
+        p = codec.decode(pre, limits=HEADER_LIMITS)
+        post_items = codec.decode(post, limits=HEADER_LIMITS)
+    except MalformedInput:
+        return None
+    return _well_formed_items(bytes(data), pre, post, signature, p, post_items)
+
+
 # --- sealing --------------------------------------------------------------------------------
 
 
@@ -380,29 +578,26 @@ class EnvelopeSealer:
         self._manifest = manifest
         lengths = [len(manifest), *(a.length for a in attachments)]
         stream_headers = [rng(STREAM_HEADER_BYTES) for _ in lengths]
-        self._pre = codec.encode(
+        self._pre_items: list[object] = [
+            MAGIC,
+            VERSION,
+            SUITE,
+            self.envelope_id,
+            sender.agency_id,
+            sender.key_id,
+            now,
+            now + ttl_seconds,
             [
-                MAGIC,
-                VERSION,
-                SUITE,
-                self.envelope_id,
-                sender.agency_id,
-                sender.key_id,
-                now,
-                now + ttl_seconds,
-                [
-                    [r.agency_id, r.key_id, seal_box(r.public_key, self.envelope_id + self._payload_key, rng)]
-                    for r in ordered
-                ],
-                _key_commitment(self._payload_key, self.envelope_id),
-                [
-                    [i, h, padded_length(n)]
-                    for i, (h, n) in enumerate(zip(stream_headers, lengths, strict=True))
-                ],
-            ]
-        )
+                [r.agency_id, r.key_id, seal_box(r.public_key, self.envelope_id + self._payload_key, rng)]
+                for r in ordered
+            ],
+            _key_commitment(self._payload_key, self.envelope_id),
+            [[i, h, padded_length(n)] for i, (h, n) in enumerate(zip(stream_headers, lengths, strict=True))],
+        ]
+        self._pre = codec.encode(self._pre_items)
+        pre_digest = _pre_digest(self._pre)
         self._encryptors = [
-            PartEncryptor(_part_key(self._payload_key, i), h, _ad(self._pre, i), n)
+            PartEncryptor(_part_key(self._payload_key, i), h, pre_digest + i.to_bytes(4, "big"), n)
             for i, (h, n) in enumerate(zip(stream_headers, lengths, strict=True))
         ]
 
@@ -414,21 +609,28 @@ class EnvelopeSealer:
         return self._encryptors[index + 1]
 
     def finish(self) -> Sealed:
-        post_items = []
+        post_items: list[object] = []
         for i, enc in enumerate(self._encryptors):
             if enc.digest is None:
                 raise ValueError(f"part {i} was not finalized")
             post_items.append([i, enc.ciphertext_length, enc.digest])
         post = codec.encode(post_items)
         signature = sign(self._signing_key, CTX_ENVELOPE, _signed_digest(self._pre, post))
-        return Sealed(EnvelopeHeader.parse(codec.encode([self._pre, post, signature])))
+        raw = codec.encode([self._pre, post, signature])
+        # What was just encoded decodes to these same items when they have the common shape and
+        # the header is within its size limit, so they need not be parsed back from the bytes;
+        # anything else (a caller's odd `now` or random source, say) is parsed as before.
+        header = None
+        if len(raw) <= HEADER_LIMITS.max_bytes:
+            header = _well_formed_items(raw, self._pre, post, signature, self._pre_items, post_items)
+        return Sealed(header if header is not None else EnvelopeHeader.parse(raw))
 
 
 # --- the broker's keyless checks --------------------------------------------------------------
 
 
 def validate_for_broker(
-    header_bytes: bytes,
+    header_bytes: bytes | EnvelopeHeader,
     *,
     sender: AgencyCertificate,
     authenticated_agency: str,
@@ -437,8 +639,11 @@ def validate_for_broker(
 ) -> EnvelopeHeader:
     """What the broker checks without any key: structure, signature by the authenticated
     sender's verified certificate, known recipients, time window. Part digests are checked as
-    parts stream in (`EnvelopeHeader.part_verifier`); a new id is the store's to check."""
-    header = EnvelopeHeader.parse(header_bytes)
+    parts stream in (`EnvelopeHeader.part_verifier`); a new id is the store's to check.
+
+    `header_bytes` may be a header the caller already parsed (`EnvelopeHeader.parse`), so a
+    broker that reads a field first does not parse twice."""
+    header = header_bytes if isinstance(header_bytes, EnvelopeHeader) else EnvelopeHeader.parse(header_bytes)
     if header.sender_id != authenticated_agency:
         raise Forbidden(reason="envelope sender is not the authenticated agency")
     if not sender.has_role(Role.AGENCY):
@@ -473,11 +678,13 @@ class EnvelopeOpener:
     4. the unwrapped envelope id, 5. the key commitment, 6. replay and expiry (as of `now`),
     then 7. the manifest (part 0) decrypted and matched against the header. Attachments are
     decrypted with `attachment(i)` into quarantine; `finish()` confirms all parts passed.
+
+    `header_bytes` may be a header the caller already parsed (`EnvelopeHeader.parse`).
     """
 
     def __init__(
         self,
-        header_bytes: bytes,
+        header_bytes: bytes | EnvelopeHeader,
         *,
         trust: TrustStore,
         sender_certificate: bytes | AgencyCertificate,
@@ -487,7 +694,9 @@ class EnvelopeOpener:
         at: int | None = None,
         processed: Container[bytes] = frozenset(),
     ) -> None:
-        header = EnvelopeHeader.parse(header_bytes)
+        header = (
+            header_bytes if isinstance(header_bytes, EnvelopeHeader) else EnvelopeHeader.parse(header_bytes)
+        )
         sender = trust.verify_agency(sender_certificate, now if at is None else at)
         if not sender.has_role(Role.AGENCY):
             # Only agencies send referrals; a broker or auditor key must not be able to.
@@ -516,6 +725,7 @@ class EnvelopeOpener:
         self.header = header
         self.sender = sender
         self._payload_key = payload_key
+        self._pre_digest = _pre_digest(header.pre)
         self._manifest: Manifest | None = None
         self._finished: set[int] = set()
 
@@ -565,7 +775,7 @@ class _TrackedDecryptor(PartDecryptor):
         super().__init__(
             _part_key(opener._payload_key, part_no),
             part.stream_header,
-            _ad(opener.header.pre, part_no),
+            opener._pre_digest + part_no.to_bytes(4, "big"),
             part.padded_length,
             part.digest,
             length,

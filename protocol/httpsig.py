@@ -177,12 +177,22 @@ def normalize_authority(authority: str, *, scheme: str = "https") -> str:
     return host if port == default_port else f"{host}:{port}"
 
 
-def _header_fields(headers: Mapping[str, str]) -> dict[str, str]:
-    """Field values by lowercase name; repeated lines joined with ", " (RFC 9421 Section 2.1)."""
-    lines: dict[str, list[str]] = {}
+_SIGNATURE_FIELDS = frozenset({"signature-input", "signature"})
+_COVERED_FIELDS = frozenset({"content-digest", "content-type"})
+
+
+def _header_fields(headers: Mapping[str, str], wanted: frozenset[str]) -> dict[str, str]:
+    """The values of the `wanted` fields by lowercase name; repeated lines joined
+    with ", " in their order (RFC 9421 Section 2.1)."""
+    fields: dict[str, str] = {}
     for name, value in headers.items():
-        lines.setdefault(name.lower(), []).append(value.strip(" \t"))
-    return {name: ", ".join(values) for name, values in lines.items()}
+        key = name.lower()
+        if key not in wanted:
+            continue
+        value = value.strip(" \t")
+        held = fields.get(key)
+        fields[key] = value if held is None else f"{held}, {value}"
+    return fields
 
 
 def _component_values(
@@ -223,9 +233,11 @@ def signature_base(components: Sequence[tuple[str, str]], params: sf.Params) -> 
             raise _malformed(f"component identifier {name!r} is not a lowercase name")
         if not _VALUE.fullmatch(value):
             raise _malformed(f"component {name!r} has characters outside visible ASCII")
-        lines.append(f"{sf.serialize_bare_item(name)}: {value}")
-    signature_params = sf.InnerList(tuple(sf.Item(name) for name in names), params)
-    lines.append(f'"@signature-params": {sf.serialize_inner_list(signature_params)}')
+        # A name `_COMPONENT` matches holds no quote or backslash: as an RFC 8941 String it is
+        # itself in quotes, as `sf.serialize_bare_item` would give it.
+        lines.append(f'"{name}": {value}')
+    covered = " ".join(f'"{name}"' for name in names)
+    lines.append(f'"@signature-params": ({covered}){sf.serialize_params(params)}')
     return "\n".join(lines).encode("ascii")
 
 
@@ -274,7 +286,7 @@ def sign_request(
         raise InvalidField("created", "Unix seconds")
     if expires is not None and expires <= created:
         raise InvalidField("expires", "a time after created")
-    fields = _header_fields(headers)
+    fields = _header_fields(headers, _COVERED_FIELDS)
     if has_body and "content-digest" not in fields:
         raise InvalidField("Content-Digest", "a header on every request with a body")
     values = _component_values(
@@ -391,7 +403,7 @@ def parse_signature(headers: Mapping[str, str]) -> ParsedSignature:
 
     Picks the signature labelled `sig1`, or the only one. Raises `AuthError`.
     """
-    fields = _header_fields(headers)
+    fields = _header_fields(headers, _SIGNATURE_FIELDS)
     if not fields.get("signature-input"):
         raise AuthError(reason="no Signature-Input header")
     if not fields.get("signature"):
@@ -479,7 +491,7 @@ def verify_request(
             authority=authority,
             path=path,
             query=query,
-            fields=_header_fields(headers),
+            fields=_header_fields(headers, _COVERED_FIELDS),
             scheme=scheme,
         )
     _check_coverage(parsed.components, values, query=query, has_body=has_body)

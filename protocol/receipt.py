@@ -19,13 +19,21 @@ from enum import StrEnum
 import nacl.signing
 
 from protocol import codec
-from protocol.certificate import AGENCY_ID, AgencyCertificate, Role, join_signed, split_signed
+from protocol.certificate import (
+    AGENCY_ID,
+    SIGNED_LIMITS,
+    AgencyCertificate,
+    Role,
+    join_signed,
+    split_signed,
+)
 from protocol.errors import MalformedInput, UnsupportedVersion, VerificationError
 from protocol.primitives import HASH_BYTES, KEY_ID_BYTES, equal, sign, verify
 
 VERSION = 1
 MAGIC = "CB-RCPT"
 REASON_MAX = 64
+_INT_MAX = 2**63 - 1
 
 
 class ReceiptKind(StrEnum):
@@ -110,7 +118,13 @@ class Receipt:
                 log_index,
             ]
         )
-        receipt = cls.parse(join_signed(body, sign(signing_key, kind.context, body)))
+        signature = sign(signing_key, kind.context, body)
+        raw = join_signed(body, signature)
+        # Fields of the common shape (exact types, in range, consistent) decode from `raw` to
+        # themselves, so the receipt is made from them; anything else is parsed back as before.
+        receipt = _well_formed(kind, subject, signer, time, reason, log_index, raw, body, signature)
+        if receipt is None:
+            receipt = cls.parse(raw)
         _check_signer_rules(receipt, signer)
         return receipt
 
@@ -150,6 +164,58 @@ class Receipt:
             body=body,
             signature=signature,
         )
+
+
+def _well_formed(
+    kind: ReceiptKind,
+    subject: ReceiptSubject,
+    signer: AgencyCertificate,
+    time: int,
+    reason: RejectReason | None,
+    log_index: int | None,
+    raw: bytes,
+    body: bytes,
+    signature: bytes,
+) -> Receipt | None:
+    """The receipt `Receipt.parse(raw)` gives, built from the fields just encoded into `raw`, if
+    they are of the shape it accepts; None on any doubt."""
+    if not (
+        type(kind) is ReceiptKind
+        and (reason is None or type(reason) is RejectReason)
+        and (log_index is None or (type(log_index) is int and 0 <= log_index <= _INT_MAX))
+        and (kind is ReceiptKind.REJECTED) == (reason is not None)
+        and (kind is ReceiptKind.ACCEPTED) == (log_index is not None)
+        and type(subject.envelope_hash) is bytes
+        and len(subject.envelope_hash) == HASH_BYTES
+        and type(subject.envelope_id) is bytes
+        and len(subject.envelope_id) == 16
+        and type(subject.sender_id) is str
+        and AGENCY_ID.fullmatch(subject.sender_id)
+        and type(subject.recipient_id) is str
+        and AGENCY_ID.fullmatch(subject.recipient_id)
+        and type(signer.agency_id) is str
+        and AGENCY_ID.fullmatch(signer.agency_id)
+        and type(signer.key_id) is bytes
+        and len(signer.key_id) == KEY_ID_BYTES
+        and type(time) is int
+        and 0 <= time <= _INT_MAX
+        and len(raw) <= SIGNED_LIMITS.max_bytes
+    ):
+        return None
+    return Receipt(
+        kind=kind,
+        subject=ReceiptSubject(
+            subject.envelope_hash, subject.envelope_id, subject.sender_id, subject.recipient_id
+        ),
+        signer_id=signer.agency_id,
+        signer_key_id=signer.key_id,
+        time=time,
+        reason=reason,
+        log_index=log_index,
+        raw=raw,
+        body=body,
+        signature=signature,
+    )
 
 
 def _check_signer_rules(receipt: Receipt, signer: AgencyCertificate) -> None:

@@ -36,6 +36,15 @@ _KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
 _TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
 _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789:/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_PLAIN_STRING = re.compile(r'"([ !#-\[\]-~]*)"')
+_COMMON_PARAM = re.compile(
+    r";[ ]*(?P<key>[a-z*][a-z0-9_\-.*]*+)"
+    r"(?:=(?:\"(?P<string>[ !#-\[\]-~]*)\"|(?P<integer>-?[0-9]{1,15})(?![0-9.])"
+    r"|(?P<token>[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*))|(?!=))"
+)
+_PLAIN_INNER_LIST = re.compile(r'\((?:"[ !#-\[\]-~]*"(?: "[ !#-\[\]-~]*")*)?\)')
+_INTEGER = re.compile(r"-?[0-9]{1,15}(?![0-9.])")
+_PRINTABLE = re.compile(r"[ -~]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +141,10 @@ class _Parser:
         return Item(value, self.params())
 
     def params(self) -> Params:
-        params: list[tuple[str, BareItem]] = []
+        return self.params_from([])
+
+    def params_from(self, params: list[tuple[str, BareItem]]) -> Params:
+        """Parameters from here on, after those already read into `params`."""
         while self.peek() == ";":
             self.pos += 1
             self.skip((" ",))
@@ -141,12 +153,15 @@ class _Parser:
             if self.peek() == "=":
                 self.pos += 1
                 value = self.bare_item()
-            if any(key == seen for seen, _ in params):
-                self.fail(f"duplicate parameter {key!r}")
-            if len(params) >= MAX_PARAMS:
-                self.fail(f"more than {MAX_PARAMS} parameters")
-            params.append((key, value))
+            self.add_param(params, key, value)
         return tuple(params)
+
+    def add_param(self, params: list[tuple[str, BareItem]], key: str, value: BareItem) -> None:
+        if any(key == seen for seen, _ in params):
+            self.fail(f"duplicate parameter {key!r}")
+        if len(params) >= MAX_PARAMS:
+            self.fail(f"more than {MAX_PARAMS} parameters")
+        params.append((key, value))
 
     def key(self) -> str:
         match = _KEY.match(self.text, self.pos)
@@ -235,6 +250,74 @@ class _Parser:
         return value == "1"
 
 
+class _FastParser(_Parser):
+    """`_Parser` with the common shapes read by one regular expression each (about 55 µs of
+    character-by-character work per signed request otherwise): a String without escapes, a
+    Token, an Integer, a Parameter with one of those (or no) values, an Inner List of Strings
+    without escapes or parameters.
+    Anything the expression does not match is read by `_Parser`'s own code from the same offset,
+    so every value and every refusal, with its offset, is the same (a test holds the two
+    together)."""
+
+    __slots__ = ()
+
+    def skip(self, characters: tuple[str, ...]) -> None:
+        text, pos, end = self.text, self.pos, len(self.text)
+        while pos < end and text[pos] in characters:
+            pos += 1
+        self.pos = pos
+
+    def params(self) -> Params:
+        params: list[tuple[str, BareItem]] = []
+        text = self.text
+        while self.pos < len(text) and text[self.pos] == ";":
+            match = _COMMON_PARAM.match(text, self.pos)
+            if match is None:
+                return super().params_from(params)
+            self.pos = match.end()
+            key = match.group("key")
+            value: BareItem = True
+            if (found := match.group("string")) is not None:
+                value = found
+            elif (found := match.group("integer")) is not None:
+                value = int(found)
+            elif (found := match.group("token")) is not None:
+                value = Token(found)
+            self.add_param(params, key, value)
+        return tuple(params)
+
+    def inner_list(self) -> InnerList:
+        match = _PLAIN_INNER_LIST.match(self.text, self.pos)
+        if match is None:
+            return super().inner_list()
+        values = _PLAIN_STRING.findall(match.group())
+        if len(values) > MAX_MEMBERS:
+            return super().inner_list()
+        self.pos = match.end()
+        return InnerList(tuple(Item(value) for value in values), self.params())
+
+    def string(self) -> str:
+        match = _PLAIN_STRING.match(self.text, self.pos)
+        if match is None:
+            return super().string()
+        self.pos = match.end()
+        return match.group(1)
+
+    def token(self) -> Token:
+        match = _TOKEN.match(self.text, self.pos)
+        if match is None:
+            return super().token()
+        self.pos = match.end()
+        return Token(match.group())
+
+    def integer(self) -> int:
+        match = _INTEGER.match(self.text, self.pos)
+        if match is None:
+            return super().integer()
+        self.pos = match.end()
+        return int(match.group())
+
+
 def parse_dictionary(text: str, *, field: str) -> dict[str, Member]:
     """Parse a Dictionary field value (RFC 8941 Section 4.2.2), members in their order.
 
@@ -246,7 +329,7 @@ def parse_dictionary(text: str, *, field: str) -> dict[str, Member]:
         raise MalformedInput(reason=f"{field}: longer than {MAX_FIELD_CHARS} characters")
     if not text.isascii():
         raise MalformedInput(reason=f"{field}: non-ASCII characters")
-    return _Parser(text, field).dictionary()
+    return _FastParser(text, field).dictionary()
 
 
 def _fail(problem: str) -> NoReturn:
@@ -254,16 +337,19 @@ def _fail(problem: str) -> NoReturn:
 
 
 def serialize_bare_item(value: BareItem) -> str:
+    # Exact `str` and `int` first (the commonest); every other value, `bool` included, goes
+    # through the checks in their order.
+    kind = type(value)
+    if kind is str:
+        return _serialize_text(value)  # type: ignore[arg-type]
+    if kind is int:
+        return _serialize_integer(value)  # type: ignore[arg-type]
     if isinstance(value, bool):
         return "?1" if value else "?0"
     if isinstance(value, int):
-        if not -MAX_INTEGER <= value <= MAX_INTEGER:
-            _fail("integer out of range")
-        return str(value)
+        return _serialize_integer(value)
     if isinstance(value, str):
-        if not all(" " <= char <= "~" for char in value):
-            _fail("string with control or non-ASCII characters")
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _serialize_text(value)
     if isinstance(value, bytes):
         return ":" + base64.b64encode(value).decode("ascii") + ":"
     if isinstance(value, Token):
@@ -271,6 +357,18 @@ def serialize_bare_item(value: BareItem) -> str:
             _fail(f"{value.value!r} is not a token")
         return value.value
     _fail(f"type {type(value).__name__} is not a bare item")
+
+
+def _serialize_integer(value: int) -> str:
+    if not -MAX_INTEGER <= value <= MAX_INTEGER:
+        _fail("integer out of range")
+    return str(value)
+
+
+def _serialize_text(value: str) -> str:
+    if not _PRINTABLE.fullmatch(value):
+        _fail("string with control or non-ASCII characters")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _key(key: str) -> str:

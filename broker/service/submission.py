@@ -77,28 +77,28 @@ class Submission:
             raise TooLarge(reason=f"header of {length} bytes exceeds {HEADER_LIMITS.max_bytes}")
         if length == 0:
             raise MalformedInput(reason="empty header")
-        raw = await body.read_exactly(length)
+        # Parsed once: both checks below take the parsed header.
+        header = EnvelopeHeader.parse(await body.read_exactly(length))
         directory = self._s.directory
         recipients = RegisteredAgencies(directory, now)
         try:
             # The sender almost always signs with the key it authenticated with: try that one
-            # first, so the header is parsed once.
+            # first, so no other certificate is looked up.
             return validate_for_broker(
-                raw,
+                header,
                 sender=caller,
                 authenticated_agency=caller.agency_id,
                 recipient_exists=recipients,
                 now=now,
             )
         except VerificationError:
-            sender_key_id = EnvelopeHeader.parse(raw).sender_key_id
-            if sender_key_id == caller.key_id:
+            if header.sender_key_id == caller.key_id:
                 raise
-        sender = directory.verified(sender_key_id, now)
+        sender = directory.verified(header.sender_key_id, now)
         if not sender.has_role(Role.AGENCY):
             raise InvalidField("sender_key_id", "the key of a certificate with the agency role")
         return validate_for_broker(
-            raw, sender=sender, authenticated_agency=caller.agency_id, recipient_exists=recipients, now=now
+            header, sender=sender, authenticated_agency=caller.agency_id, recipient_exists=recipients, now=now
         )
 
     async def _receive_parts(
