@@ -95,6 +95,9 @@ class LocalState:
                 os.chmod(self.path, 0o600)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # Bodies of deliveries wait here in clear until acknowledged: overwrite freed pages
+            # so an acknowledged body does not linger in the file.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript(_SCHEMA)
             with self.transaction() as db:

@@ -5,6 +5,8 @@ after that."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,28 @@ async def test_a_following_receiver_gets_a_referral_that_arrives_while_it_waits(
         assert (delivery.envelope_id, delivery.text) == (sent.envelope_id, "มาถึงระหว่างรอ")
         await lwu.ack(delivery)
         await stream.aclose()
+
+
+def _checkpoint(database: Path) -> None:
+    """Move everything from the write-ahead log into the database file, from a second connection."""
+    with contextlib.closing(sqlite3.connect(database)) as other:
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+async def test_an_acknowledged_body_does_not_linger_in_the_state_file(
+    broker: RunningBroker, tmp_path: Path
+) -> None:
+    await _send(broker, tmp_path, attach=False)
+    state = tmp_path / "molsw"
+    database = state / "state.sqlite3"
+    name = "ແກ້ວມະນີ".encode()
+    async with make_client(broker, "LA-MOLSW", state) as molsw:
+        (delivery,) = await molsw.fetch_deliveries()
+        _checkpoint(database)
+        # The unacknowledged body is in the database file itself now ...
+        assert name in database.read_bytes()
+        await molsw.ack(delivery)
+        _checkpoint(database)
+    # ... and once acknowledged, its freed pages were overwritten: no trace in any state file.
+    files = [p for p in state.rglob("state.sqlite3*") if p.is_file()]
+    assert all(name not in p.read_bytes() for p in files)
