@@ -30,7 +30,8 @@ from pathlib import Path
 
 from bench.relay_phases import percentile
 from broker.storage.postgresql import open_postgres_store
-from broker.storage.postgresql.delivery import _ENVELOPE_COLUMNS, _OPEN
+from broker.storage.rows import ENVELOPE_COLUMNS as _ENVELOPE_COLUMNS
+from broker.storage.rows import OPEN_STATES as _OPEN
 from broker.storage.sqlite import open_sqlite_store
 from tests.postgres_server import PostgresServer
 

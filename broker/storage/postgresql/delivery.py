@@ -12,9 +12,6 @@ announces its inbox and receipt changes, delivered to the other replicas when it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import asyncpg
 
 from broker.storage.postgresql.audit import PostgresAuditLog
 from broker.storage.postgresql.changes import announce
@@ -34,78 +31,49 @@ from broker.storage.records import (
     ReceiptRecord,
     StoreCounts,
 )
-from protocol.errors import Conflict
-
-_ENVELOPE_COLUMNS = (
-    "e.envelope_id, e.envelope_hash, e.sender_id, e.sender_key_id, e.header_length, e.accepted_at, "
-    "e.expires_at, e.accepted_index, e.purged_at"
+from broker.storage.rows import (
+    ENVELOPE_COLUMNS,
+    INBOX_COLUMNS,
+    OPEN_STATES,
+    PART_COLUMNS,
+    RECEIPT_COLUMNS,
+    envelope_from_row,
+    group_parts,
+    inbox_entries,
+    receipt_from_row,
 )
-_RECEIPT_COLUMNS = "sender_id, seq, envelope_id, recipient_id, kind, raw, recorded_at, log_index"
-_OPEN = "('pending', 'delivered')"
+from protocol.errors import Conflict
 
 
 async def _parts(conn: Connection, envelope_ids: Sequence[bytes]) -> dict[bytes, tuple[PartRecord, ...]]:
-    found: dict[bytes, list[PartRecord]] = {bytes(e): [] for e in envelope_ids}
-    if not found:
+    ids = list(dict.fromkeys(bytes(e) for e in envelope_ids))
+    if not ids:
         return {}
     rows = await conn.fetch(
-        "SELECT envelope_id, part_no, length, digest, stored_inline FROM parts "
+        f"SELECT {PART_COLUMNS} FROM parts "  # noqa: S608 - constant columns
         "WHERE envelope_id = ANY($1::bytea[]) ORDER BY envelope_id, part_no",
-        list(found),
+        ids,
     )
-    for r in rows:
-        found[bytes(r[0])].append(PartRecord(r[1], r[2], bytes(r[3]), bool(r[4])))
-    return {k: tuple(v) for k, v in found.items()}
-
-
-def _envelope(row: Sequence[Any], parts: tuple[PartRecord, ...]) -> EnvelopeRecord:
-    return EnvelopeRecord(
-        envelope_id=bytes(row[0]),
-        envelope_hash=bytes(row[1]),
-        sender_id=str(row[2]),
-        sender_key_id=bytes(row[3]),
-        header_length=int(row[4]),
-        parts=parts,
-        accepted_at=int(row[5]),
-        expires_at=int(row[6]),
-        accepted_index=int(row[7]),
-        purged_at=None if row[8] is None else int(row[8]),
-    )
+    return group_parts(ids, rows)
 
 
 async def _load_envelope(conn: Connection, envelope_id: bytes) -> EnvelopeRecord | None:
     row = await conn.fetchrow(
-        f"SELECT {_ENVELOPE_COLUMNS} FROM envelopes e WHERE e.envelope_id = $1",  # noqa: S608 - constant columns
+        f"SELECT {ENVELOPE_COLUMNS} FROM envelopes e WHERE e.envelope_id = $1",  # noqa: S608 - constant columns
         envelope_id,
     )
     if row is None:
         return None
-    return _envelope(tuple(row), (await _parts(conn, [envelope_id]))[envelope_id])
+    return envelope_from_row(tuple(row), (await _parts(conn, [envelope_id]))[envelope_id])
 
 
 async def _entries(conn: Connection, where: str, *params: object) -> list[InboxEntry]:
     rows = await conn.fetch(
-        f"SELECT i.recipient_id, i.cursor, i.state, {_ENVELOPE_COLUMNS} "  # noqa: S608 - constant fragments
+        f"SELECT {INBOX_COLUMNS} "  # noqa: S608 - constant fragments
         f"FROM inbox i JOIN envelopes e ON e.envelope_id = i.envelope_id WHERE {where}",
         *params,
     )
-    parts = await _parts(conn, [bytes(r[3]) for r in rows])
-    return [
-        InboxEntry(r[0], r[1], InboxState(r[2]), _envelope(tuple(r)[3:], parts[bytes(r[3])])) for r in rows
-    ]
-
-
-def _receipt(row: asyncpg.Record) -> ReceiptRecord:
-    return ReceiptRecord(
-        sender_id=str(row[0]),
-        seq=int(row[1]),
-        envelope_id=bytes(row[2]),
-        recipient_id=str(row[3]),
-        kind=str(row[4]),
-        raw=bytes(row[5]),
-        recorded_at=int(row[6]),
-        log_index=int(row[7]),
-    )
+    return inbox_entries(rows, await _parts(conn, [bytes(r[3]) for r in rows]))
 
 
 async def _acceptance(conn: Connection, envelope_id: bytes, *, created: bool) -> Acceptance | None:
@@ -113,7 +81,7 @@ async def _acceptance(conn: Connection, envelope_id: bytes, *, created: bool) ->
     if envelope is None:
         return None
     receipts = await conn.fetch(
-        f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE envelope_id = $1 AND kind = 'accepted' "  # noqa: S608
+        f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE envelope_id = $1 AND kind = 'accepted' "  # noqa: S608
         "ORDER BY recipient_id",
         envelope_id,
     )
@@ -123,7 +91,7 @@ async def _acceptance(conn: Connection, envelope_id: bytes, *, created: bool) ->
     return Acceptance(
         created=created,
         envelope=envelope,
-        receipts=tuple(_receipt(r) for r in receipts),
+        receipts=tuple(receipt_from_row(r) for r in receipts),
         cursors=tuple((str(r[0]), int(r[1])) for r in cursors),
     )
 
@@ -282,7 +250,9 @@ class PostgresDeliveryStore:
             return await _entries(conn, "i.envelope_id = $1 ORDER BY i.recipient_id", envelope_id)
 
     async def inbox(self, recipient_id: str, after: int, limit: int) -> list[InboxEntry]:
-        where = f"i.recipient_id = $1 AND i.cursor > $2 AND i.state IN {_OPEN} ORDER BY i.cursor LIMIT $3"
+        where = (
+            f"i.recipient_id = $1 AND i.cursor > $2 AND i.state IN {OPEN_STATES} ORDER BY i.cursor LIMIT $3"
+        )
         async with self._db.transaction() as conn:
             return await _entries(conn, where, recipient_id, after, limit)
 
@@ -297,9 +267,9 @@ class PostgresDeliveryStore:
         if entry is None:
             return ReceiptOutcome(None, False, None, None)
         state, sender_id = InboxState(entry[0]), str(entry[1])
-        same = await conn.fetchrow(f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE raw = $1", new.raw)  # noqa: S608
+        same = await conn.fetchrow(f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE raw = $1", new.raw)  # noqa: S608
         if same is not None:
-            return ReceiptOutcome(_receipt(same), True, state, state)
+            return ReceiptOutcome(receipt_from_row(same), True, state, state)
         if state not in new.from_states:
             return ReceiptOutcome(None, False, state, state)
         await conn.execute(
@@ -335,25 +305,25 @@ class PostgresDeliveryStore:
     async def receipts_for(self, envelope_id: bytes) -> list[ReceiptRecord]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE envelope_id = $1 ORDER BY log_index",  # noqa: S608
+                f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE envelope_id = $1 ORDER BY log_index",  # noqa: S608
                 envelope_id,
             )
-        return [_receipt(r) for r in rows]
+        return [receipt_from_row(r) for r in rows]
 
     async def sender_feed(self, sender_id: str, after: int, limit: int) -> list[ReceiptRecord]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE sender_id = $1 AND seq > $2 "  # noqa: S608
+                f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE sender_id = $1 AND seq > $2 "  # noqa: S608
                 "ORDER BY seq LIMIT $3",
                 sender_id,
                 after,
                 limit,
             )
-        return [_receipt(r) for r in rows]
+        return [receipt_from_row(r) for r in rows]
 
     async def expiring(self, now: int, limit: int) -> list[InboxEntry]:
         where = (
-            f"e.open_recipients > 0 AND e.expires_at <= $1 AND i.state IN {_OPEN} "
+            f"e.open_recipients > 0 AND e.expires_at <= $1 AND i.state IN {OPEN_STATES} "
             "ORDER BY e.expires_at, i.recipient_id LIMIT $2"
         )
         async with self._db.transaction() as conn:
@@ -362,12 +332,12 @@ class PostgresDeliveryStore:
     async def purgeable(self, limit: int) -> list[EnvelopeRecord]:
         async with self._db.transaction() as conn:
             rows = await conn.fetch(
-                f"SELECT {_ENVELOPE_COLUMNS} FROM envelopes e "  # noqa: S608 - constant columns
+                f"SELECT {ENVELOPE_COLUMNS} FROM envelopes e "  # noqa: S608 - constant columns
                 "WHERE e.open_recipients = 0 AND e.purged_at IS NULL ORDER BY e.accepted_at LIMIT $1",
                 limit,
             )
             parts = await _parts(conn, [bytes(r[0]) for r in rows])
-        return [_envelope(tuple(r), parts[bytes(r[0])]) for r in rows]
+        return [envelope_from_row(tuple(r), parts[bytes(r[0])]) for r in rows]
 
     async def mark_purged(self, envelope_id: bytes, now: int, leaf: bytes) -> bool:
         async with self._db.transaction() as conn:

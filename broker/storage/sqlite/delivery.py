@@ -25,79 +25,52 @@ from broker.storage.records import (
     ReceiptRecord,
     StoreCounts,
 )
+from broker.storage.rows import (
+    ENVELOPE_COLUMNS,
+    INBOX_COLUMNS,
+    OPEN_STATES,
+    PART_COLUMNS,
+    RECEIPT_COLUMNS,
+    envelope_from_row,
+    group_parts,
+    inbox_entries,
+    receipt_from_row,
+)
 from broker.storage.sqlite.audit import SqliteAuditLog
 from broker.storage.sqlite.database import Database
 from protocol.errors import Conflict
 
-_ENVELOPE_COLUMNS = (
-    "e.envelope_id, e.envelope_hash, e.sender_id, e.sender_key_id, e.header_length, e.accepted_at, "
-    "e.expires_at, e.accepted_index, e.purged_at"
-)
-_RECEIPT_COLUMNS = "sender_id, seq, envelope_id, recipient_id, kind, raw, recorded_at, log_index"
-_OPEN = "('pending', 'delivered')"
-
 
 def _parts(conn: sqlite3.Connection, envelope_ids: Sequence[bytes]) -> dict[bytes, tuple[PartRecord, ...]]:
-    found: dict[bytes, list[PartRecord]] = {bytes(e): [] for e in envelope_ids}
-    if not found:
+    ids = list(dict.fromkeys(bytes(e) for e in envelope_ids))
+    if not ids:
         return {}
-    marks = ", ".join("?" * len(found))
+    marks = ", ".join("?" * len(ids))
     rows = conn.execute(
-        f"SELECT envelope_id, part_no, length, digest, stored_inline FROM parts "  # noqa: S608 - placeholders only
+        f"SELECT {PART_COLUMNS} FROM parts "  # noqa: S608 - constant columns and placeholders only
         f"WHERE envelope_id IN ({marks}) ORDER BY envelope_id, part_no",
-        list(found),
+        ids,
     )
-    for r in rows:
-        found[bytes(r[0])].append(PartRecord(r[1], r[2], bytes(r[3]), bool(r[4])))
-    return {k: tuple(v) for k, v in found.items()}
-
-
-def _envelope(row: Sequence[Any], parts: tuple[PartRecord, ...]) -> EnvelopeRecord:
-    return EnvelopeRecord(
-        envelope_id=bytes(row[0]),
-        envelope_hash=bytes(row[1]),
-        sender_id=str(row[2]),
-        sender_key_id=bytes(row[3]),
-        header_length=int(row[4]),
-        parts=parts,
-        accepted_at=int(row[5]),
-        expires_at=int(row[6]),
-        accepted_index=int(row[7]),
-        purged_at=None if row[8] is None else int(row[8]),
-    )
+    return group_parts(ids, rows)
 
 
 def _load_envelope(conn: sqlite3.Connection, envelope_id: bytes) -> EnvelopeRecord | None:
     row = conn.execute(
-        f"SELECT {_ENVELOPE_COLUMNS} FROM envelopes e WHERE e.envelope_id = ?",  # noqa: S608 - constant columns
+        f"SELECT {ENVELOPE_COLUMNS} FROM envelopes e WHERE e.envelope_id = ?",  # noqa: S608 - constant columns
         (envelope_id,),
     ).fetchone()
     if row is None:
         return None
-    return _envelope(row, _parts(conn, [envelope_id])[envelope_id])
+    return envelope_from_row(row, _parts(conn, [envelope_id])[envelope_id])
 
 
 def _entries(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[InboxEntry]:
     rows = conn.execute(
-        f"SELECT i.recipient_id, i.cursor, i.state, {_ENVELOPE_COLUMNS} "  # noqa: S608 - constant fragments
+        f"SELECT {INBOX_COLUMNS} "  # noqa: S608 - constant fragments
         f"FROM inbox i JOIN envelopes e ON e.envelope_id = i.envelope_id WHERE {where}",
         params,
     ).fetchall()
-    parts = _parts(conn, [bytes(r[3]) for r in rows])
-    return [InboxEntry(r[0], r[1], InboxState(r[2]), _envelope(r[3:], parts[bytes(r[3])])) for r in rows]
-
-
-def _receipt(row: Sequence[Any]) -> ReceiptRecord:
-    return ReceiptRecord(
-        sender_id=str(row[0]),
-        seq=int(row[1]),
-        envelope_id=bytes(row[2]),
-        recipient_id=str(row[3]),
-        kind=str(row[4]),
-        raw=bytes(row[5]),
-        recorded_at=int(row[6]),
-        log_index=int(row[7]),
-    )
+    return inbox_entries(rows, _parts(conn, [bytes(r[3]) for r in rows]))
 
 
 def _insert_receipt(
@@ -120,7 +93,7 @@ def _insert_receipt(
     )
     record = ReceiptRecord(sender_id, seq, envelope_id, recipient_id, kind, raw, now, log_index)
     conn.execute(
-        f"INSERT INTO receipts ({_RECEIPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
+        f"INSERT INTO receipts ({RECEIPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
         (sender_id, seq, envelope_id, recipient_id, kind, raw, now, log_index),
     )
     return record
@@ -131,7 +104,7 @@ def _acceptance(conn: sqlite3.Connection, envelope_id: bytes, *, created: bool) 
     if envelope is None:
         return None
     receipts = conn.execute(
-        f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE envelope_id = ? AND kind = 'accepted' "  # noqa: S608
+        f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE envelope_id = ? AND kind = 'accepted' "  # noqa: S608
         "ORDER BY recipient_id",
         (envelope_id,),
     ).fetchall()
@@ -141,7 +114,7 @@ def _acceptance(conn: sqlite3.Connection, envelope_id: bytes, *, created: bool) 
     return Acceptance(
         created=created,
         envelope=envelope,
-        receipts=tuple(_receipt(r) for r in receipts),
+        receipts=tuple(receipt_from_row(r) for r in receipts),
         cursors=tuple((str(r[0]), int(r[1])) for r in cursors),
     )
 
@@ -240,9 +213,9 @@ def _record(conn: sqlite3.Connection, audit: SqliteAuditLog, new: NewReceipt) ->
     if entry is None:
         return ReceiptOutcome(None, False, None, None)
     state, sender_id = InboxState(entry[0]), str(entry[1])
-    same = conn.execute(f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE raw = ?", (new.raw,)).fetchone()  # noqa: S608
+    same = conn.execute(f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE raw = ?", (new.raw,)).fetchone()  # noqa: S608
     if same is not None:
-        return ReceiptOutcome(_receipt(same), True, state, state)
+        return ReceiptOutcome(receipt_from_row(same), True, state, state)
     if state not in new.from_states:
         return ReceiptOutcome(None, False, state, state)
     conn.execute(
@@ -293,7 +266,7 @@ def _counts(conn: sqlite3.Connection) -> StoreCounts:
         agencies=one("SELECT COUNT(DISTINCT agency_id) FROM certificates"),
         certificates=one("SELECT COUNT(*) FROM certificates"),
         envelopes_stored=one("SELECT COUNT(*) FROM envelopes WHERE purged_at IS NULL"),
-        open_inbox_entries=one(f"SELECT COUNT(*) FROM inbox WHERE state IN {_OPEN}"),  # noqa: S608 - constant
+        open_inbox_entries=one(f"SELECT COUNT(*) FROM inbox WHERE state IN {OPEN_STATES}"),  # noqa: S608 - constant
         audit_entries=one("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log"),
     )
 
@@ -343,7 +316,7 @@ class SqliteDeliveryStore:
         )
 
     async def inbox(self, recipient_id: str, after: int, limit: int) -> list[InboxEntry]:
-        where = f"i.recipient_id = ? AND i.cursor > ? AND i.state IN {_OPEN} ORDER BY i.cursor LIMIT ?"
+        where = f"i.recipient_id = ? AND i.cursor > ? AND i.state IN {OPEN_STATES} ORDER BY i.cursor LIMIT ?"
         return await self._db.read(lambda conn: _entries(conn, where, (recipient_id, after, limit)))
 
     async def record_receipt(self, receipt: NewReceipt) -> ReceiptOutcome:
@@ -352,27 +325,27 @@ class SqliteDeliveryStore:
     async def receipts_for(self, envelope_id: bytes) -> list[ReceiptRecord]:
         def job(conn: sqlite3.Connection) -> list[ReceiptRecord]:
             rows = conn.execute(
-                f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE envelope_id = ? ORDER BY log_index",  # noqa: S608
+                f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE envelope_id = ? ORDER BY log_index",  # noqa: S608
                 (envelope_id,),
             )
-            return [_receipt(r) for r in rows]
+            return [receipt_from_row(r) for r in rows]
 
         return await self._db.read(job)
 
     async def sender_feed(self, sender_id: str, after: int, limit: int) -> list[ReceiptRecord]:
         def job(conn: sqlite3.Connection) -> list[ReceiptRecord]:
             rows = conn.execute(
-                f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE sender_id = ? AND seq > ? "  # noqa: S608
+                f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE sender_id = ? AND seq > ? "  # noqa: S608
                 "ORDER BY seq LIMIT ?",
                 (sender_id, after, limit),
             )
-            return [_receipt(r) for r in rows]
+            return [receipt_from_row(r) for r in rows]
 
         return await self._db.read(job)
 
     async def expiring(self, now: int, limit: int) -> list[InboxEntry]:
         where = (
-            f"e.open_recipients > 0 AND e.expires_at <= ? AND i.state IN {_OPEN} "
+            f"e.open_recipients > 0 AND e.expires_at <= ? AND i.state IN {OPEN_STATES} "
             "ORDER BY e.expires_at, i.recipient_id LIMIT ?"
         )
         return await self._db.read(lambda conn: _entries(conn, where, (now, limit)))
@@ -380,12 +353,12 @@ class SqliteDeliveryStore:
     async def purgeable(self, limit: int) -> list[EnvelopeRecord]:
         def job(conn: sqlite3.Connection) -> list[EnvelopeRecord]:
             rows = conn.execute(
-                f"SELECT {_ENVELOPE_COLUMNS} FROM envelopes e "  # noqa: S608 - constant columns
+                f"SELECT {ENVELOPE_COLUMNS} FROM envelopes e "  # noqa: S608 - constant columns
                 "WHERE e.open_recipients = 0 AND e.purged_at IS NULL ORDER BY e.accepted_at LIMIT ?",
                 (limit,),
             ).fetchall()
             parts = _parts(conn, [bytes(r[0]) for r in rows])
-            return [_envelope(r, parts[bytes(r[0])]) for r in rows]
+            return [envelope_from_row(r, parts[bytes(r[0])]) for r in rows]
 
         return await self._db.read(job)
 
