@@ -44,8 +44,8 @@ from protocol.envelope import (
     _ad,
     _key_commitment,
     _part_key,
-    _signed_digest,
 )
+from protocol.envelope_header import signed_digest
 from protocol.primitives import Random, seal_box, sign, system_random, x25519_public
 from protocol.stream import CHUNK_BYTES, STREAM_HEADER_BYTES, PartEncryptor, padded_length
 
@@ -393,7 +393,7 @@ def forge(
         streams.append(ct)
         post.append([i, len(ct), enc.digest])
     post_bytes = codec.encode(post)
-    signature = sign(signer.signing_key, CTX_ENVELOPE, _signed_digest(pre, post_bytes))
+    signature = sign(signer.signing_key, CTX_ENVELOPE, signed_digest(pre, post_bytes))
     header = codec.encode([pre, post_bytes, signature])
     return SealedEnvelope(header, streams[0], tuple(streams[1:]))
 
@@ -419,5 +419,5 @@ def rebuild_header(
     new_pre, new_post = codec.encode(pre_items), codec.encode(post_items)
     signature = outer[2]
     if signer is not None:
-        signature = sign(signer.signing_key, CTX_ENVELOPE, _signed_digest(new_pre, new_post))
+        signature = sign(signer.signing_key, CTX_ENVELOPE, signed_digest(new_pre, new_post))
     return bytes(codec.encode([new_pre, new_post, signature]))

@@ -31,9 +31,9 @@ from protocol.envelope import (
     EnvelopeOpener,
     _ad,
     _part_key,
-    _signed_digest,
     validate_for_broker,
 )
+from protocol.envelope_header import signed_digest
 from protocol.errors import (
     CertificateExpired,
     DecryptionFailed,
@@ -546,7 +546,7 @@ def test_non_canonical_header_encoding_is_malformed() -> None:
     pre, post, signature = codec.decode(outer)
     assert pre[0] == 0x9B
     loose = b"\xdc\x00\x0b" + pre[1:]
-    signature = sign(SENDER.signing_key, CTX_ENVELOPE, _signed_digest(loose, post))
+    signature = sign(SENDER.signing_key, CTX_ENVELOPE, signed_digest(loose, post))
     variants.append(codec.encode([loose, post, signature]))
     for header in variants:
         with refused(MalformedInput):

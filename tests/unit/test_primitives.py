@@ -26,7 +26,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import certificate, codec, envelope, primitives, receipt, stream, structured_fields
+from protocol import (
+    certificate,
+    codec,
+    envelope,
+    envelope_header,
+    envelope_manifest,
+    primitives,
+    receipt,
+    stream,
+    structured_fields,
+)
 from protocol.errors import CaseBridgeError, DecryptionFailed, MalformedInput, VerificationError
 from tests.protocol_fixtures import (
     BROKER,
@@ -476,7 +486,7 @@ HEADERS = [
 @pytest.mark.parametrize("header", HEADERS)
 def test_sealed_header_is_what_parsing_its_bytes_gives(header: bytes) -> None:
     parsed = envelope.EnvelopeHeader._parse_checked(header)
-    assert envelope._well_formed_header(header) == parsed
+    assert envelope_header.well_formed_header(header) == parsed
     assert envelope.EnvelopeHeader.parse(header) == parsed
 
 
@@ -541,7 +551,7 @@ def test_header_fast_path_agrees_with_the_checked_parser(
         mutated = codec.encode([codec.encode(pre_items), codec.encode(post_items), signature])
     except MalformedInput:
         return
-    fast = envelope._well_formed_header(mutated)
+    fast = envelope_header.well_formed_header(mutated)
     checked = _header_outcome(lambda: envelope.EnvelopeHeader._parse_checked(mutated))
     if fast is not None:
         assert checked == ("value", fast)
@@ -627,7 +637,7 @@ MANIFEST_EDITS = st.sampled_from([None, True, -1, 0, 2, 300, b"", bytes(16), "",
 @settings(max_examples=300, deadline=None)
 def test_manifest_fast_path_agrees_with_the_checked_reader(edits: list[tuple[int, int, Any]]) -> None:
     value = _edited(MANIFEST_VALUES[0], edits)
-    fast = envelope._well_formed_manifest(value)
+    fast = envelope_manifest.well_formed_manifest(value)
     checked = _header_outcome(lambda: envelope.Manifest._from_checked(value))
     if fast is not None:
         assert checked == ("value", fast)
