@@ -8,6 +8,12 @@ Invariants:
   `apply` the message and append it in one write transaction (BEGIN IMMEDIATE): two writers (the
   CLI and an application) never both extend the same state. Receiving the same message again
   (same bytes) changes nothing.
+- Each case's row carries the case's summary (`CaseSummary`: case numbers, name, phase, open
+  items), rewritten in the same transaction as every message that changes it, so `summaries`
+  lists every case by decrypting one small record per case, with no replay. A row of the older
+  format (schema 1, no summary) gets its summary from a full replay when it is first listed.
+  Listing checks each case's message count against the rows present; the messages themselves
+  are decrypted and checked whenever a case is opened or extended.
 - Encrypted at rest: each record is sealed with XChaCha20-Poly1305 (libsodium through PyNaCl)
   under a random store key, with associated data naming its table and row (case, sequence number,
   message), so a record moved to another row or case does not open; each case record counts its
@@ -32,7 +38,17 @@ from typing import Any
 import nacl.bindings as sodium
 import nacl.exceptions
 
-from clients.case_threads import CaseThread, Direction, RefusedMessage, StoredMessage, normal_case_ref
+from clients.case_threads import (
+    CaseSummary,
+    CaseThread,
+    Direction,
+    RefusedMessage,
+    StoredMessage,
+    normal_case_ref,
+    summarise,
+    summary_from_record,
+    summary_record,
+)
 from keys.identity import AgencyIdentity
 from protocol import codec
 from protocol.errors import CaseBridgeError, Conflict, NotFound, StorageUnavailable
@@ -40,7 +56,10 @@ from protocol.primitives import Random, blake2b, derive_subkey, system_random
 from protocol.referral import CaseState, Message, apply, decode_message, encode_message, replay
 
 DATABASE_NAME = "cases.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+OLDER_SCHEMAS = (1,)
+"""Schema 1 stores open: their case rows hold no summary yet (`summaries` adds it)."""
+CASE_RECORD_VERSION = 2
 NONCE_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 RECORD_LIMITS = codec.Limits(max_bytes=2 << 20, max_bin_len=(1 << 20) + 64)
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -113,6 +132,8 @@ class CaseStore:
         row = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
         if row is None:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif row[0] in OLDER_SCHEMAS:
+            db.execute("UPDATE meta SET value=? WHERE name='schema'", (SCHEMA_VERSION,))
         elif row[0] != SCHEMA_VERSION:
             raise StorageUnavailable(
                 f"{self.path} was written by another CaseBridge version (schema {row[0]}); "
@@ -170,6 +191,17 @@ class CaseStore:
     def _message_ad(case_id: bytes, seq: int, message_key: bytes) -> bytes:
         return b"message\x00" + case_id + seq.to_bytes(8, "big") + message_key
 
+    def _case_row(self, case_id: bytes, count: int, summary: CaseSummary) -> bytes:
+        """The sealed case record: its version, the case link id, its message count, its summary."""
+        record = [CASE_RECORD_VERSION, summary.case_link_id, count, *summary_record(summary)]
+        return self._seal(record, b"case\x00" + case_id)
+
+    def _summary_of(self, record: list[Any]) -> CaseSummary:
+        try:
+            return summary_from_record(record[1], record[3:], self.agency_id)
+        except (ValueError, TypeError) as e:
+            raise _damaged(self.path, "a case summary is not readable") from e
+
     # --- database plumbing -------------------------------------------------------------------
 
     def _storage_error(self, e: sqlite3.Error) -> CaseBridgeError:
@@ -211,7 +243,7 @@ class CaseStore:
         case_row = self._rows(db, "SELECT sealed FROM cases WHERE case_id=?", (case_id,))
         if not case_row:
             return []
-        _, _, count = self._open(case_row[0][0], b"case\x00" + case_id)
+        count = self._open(case_row[0][0], b"case\x00" + case_id)[2]
         out = []
         rows = self._rows(
             db, "SELECT seq, message_key, sealed FROM messages WHERE case_id=? ORDER BY seq", (case_id,)
@@ -274,6 +306,54 @@ class CaseStore:
             found = [self._thread(db, case_id, now) for case_id in ids]
         return sorted((t for t in found if t is not None), key=lambda t: -t.last_activity)
 
+    def _resummarise(self, db: sqlite3.Connection, case_id: bytes, now: int) -> CaseSummary | None:
+        """A case's summary made again from its replayed thread, and stored in its row."""
+        thread = self._thread(db, case_id, now)
+        if thread is None:
+            return None
+        summary = summarise(thread)
+        row = self._case_row(case_id, len(thread.messages), summary)
+        db.execute("UPDATE cases SET sealed=? WHERE case_id=?", (row, case_id))
+        return summary
+
+    def _summaries(self, rows: list[Any], counts: dict[bytes, int]) -> tuple[list[CaseSummary], list[bytes]]:
+        """The summaries in `rows` (case id, sealed record), and the ids of rows of an older format."""
+        found, older = [], []
+        for raw_id, sealed in rows:
+            case_id = bytes(raw_id)
+            record = self._open(sealed, b"case\x00" + case_id)
+            if record[2] != counts.get(case_id, 0):
+                raise _damaged(self.path, "a case's messages are missing")
+            if record[0] == CASE_RECORD_VERSION:
+                found.append(self._summary_of(record))
+            else:
+                older.append(case_id)
+        return found, older
+
+    def summaries(self, *, now: int) -> list[CaseSummary]:
+        """Every case's summary, from the case rows alone; rows of an older format get theirs
+        from a replay of their thread (once: it is stored)."""
+        with self._transaction(write=False) as db:
+            rows = self._rows(db, "SELECT case_id, sealed FROM cases")
+            counted = self._rows(db, "SELECT case_id, COUNT(*) FROM messages GROUP BY case_id")
+            found, older = self._summaries(rows, {bytes(i): n for i, n in counted})
+        if older:
+            with self._transaction() as db:
+                found += [s for s in (self._resummarise(db, i, now) for i in older) if s is not None]
+        return found
+
+    def summary(self, case_link_id: bytes, *, now: int) -> CaseSummary | None:
+        """One case's summary (None if the store holds no such case)."""
+        case_id = self._case_id(case_link_id)
+        with self._transaction(write=False) as db:
+            rows = self._rows(db, "SELECT case_id, sealed FROM cases WHERE case_id=?", (case_id,))
+            count = self._rows(db, "SELECT COUNT(*) FROM messages WHERE case_id=?", (case_id,))[0][0]
+            found, older = self._summaries(rows, {case_id: count})
+        if older:
+            with self._transaction() as db:
+                return self._resummarise(db, case_id, now)
+        return found[0] if found else None
+
     def unlinked_refusals(self) -> list[RefusedMessage]:
         """Refused messages tied to no stored case (they did not decode, or named no case here)."""
         with self._transaction(write=False) as db:
@@ -331,11 +411,10 @@ class CaseStore:
             "INSERT INTO messages VALUES (?, ?, ?, ?)",
             (seq, case_id, message_key, self._seal(record, self._message_ad(case_id, seq, message_key))),
         )
-        case_record = [1, message.header.case_link_id, len(messages) + 1]
-        db.execute(
-            "INSERT OR REPLACE INTO cases VALUES (?, ?)",
-            (case_id, self._seal(case_record, b"case\x00" + case_id)),
-        )
+        stored = StoredMessage(seq, direction, message, envelope_id, now, attachments)
+        thread = CaseThread(after, (*messages, stored))
+        row = self._case_row(case_id, len(thread.messages), summarise(thread))
+        db.execute("INSERT OR REPLACE INTO cases VALUES (?, ?)", (case_id, row))
         for ref in (after.destination_case_ref, after.origin_case_ref):
             if ref is not None:
                 ref_key = self._index(b"ref", normal_case_ref(ref).encode())
@@ -385,17 +464,18 @@ class CaseStore:
                 record[3] = envelope_id
                 db.execute("UPDATE messages SET sealed=? WHERE seq=?", (self._seal(record, ad), seq))
                 return
+            remaining = [m for m in self._load_messages(db, case_id) if m.seq != seq]
             db.execute("DELETE FROM messages WHERE seq=?", (seq,))
-            remaining = self._rows(db, "SELECT COUNT(*) FROM messages WHERE case_id=?", (case_id,))[0][0]
-            if remaining == 0:
+            if not remaining:
                 db.execute("DELETE FROM cases WHERE case_id=?", (case_id,))
                 db.execute("DELETE FROM case_refs WHERE case_id=?", (case_id,))
-            else:
-                case_record = [1, message.header.case_link_id, remaining]
-                db.execute(
-                    "UPDATE cases SET sealed=? WHERE case_id=?",
-                    (self._seal(case_record, b"case\x00" + case_id), case_id),
-                )
+                return
+            # Each remaining message was applied at its recording time, so it replays then.
+            state = self._replayed(remaining, max(m.recorded_at for m in remaining))
+            assert state is not None  # A case with a message has a state.
+            thread = CaseThread(state, tuple(remaining))
+            row = self._case_row(case_id, len(remaining), summarise(thread))
+            db.execute("UPDATE cases SET sealed=? WHERE case_id=?", (row, case_id))
 
     def mark_sealed(self, message: Message, envelope_id: str) -> None:
         """Note the envelope a sent message was sealed into."""

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from clients.desk import labels
 from clients.desk.i18n import LANGUAGE_NAMES, LANGUAGES, load_translations
-from clients.desk.security import DeskSession, Gate, gate_middleware, headers_middleware
+from clients.desk.security import DeskSession, Gate, Handler, gate_middleware, headers_middleware
 from clients.desk.workspace import Workspace
 from clients.transport import RetryPolicy
 
@@ -50,24 +50,32 @@ class DeskSettings:
     state_dir: Path
     language: str = "th"
     idle_lock_seconds: int = 900
-    sync_interval_seconds: float = 15.0
+    sync_interval_seconds: float = 60.0
     max_upload_bytes: int = 256 << 20
 
 
 GATE = web.AppKey("gate", Gate)
 SETTINGS = web.AppKey("settings", DeskSettings)
 CLOCK: web.AppKey[Callable[[], int]] = web.AppKey("clock")
+MONOTONIC: web.AppKey[Callable[[], float]] = web.AppKey("monotonic")
 TRANSLATIONS = web.AppKey("translations", dict)
 FONTS = web.AppKey("fonts", dict)
 SESSION = web.RequestKey("session", DeskSession)
 
 
 class DeskState:
-    """The one workspace of this desk, or None while locked."""
+    """The one workspace of this desk, or None while locked, and when a person last acted."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float]) -> None:
         self.workspace: Workspace | None = None
-        self.last_activity = time.monotonic()
+        self.monotonic = monotonic
+        self.last_activity = monotonic()
+
+    def touch(self) -> None:
+        self.last_activity = self.monotonic()
+
+    def idle_for(self) -> float:
+        return self.monotonic() - self.last_activity
 
 
 DESK = web.AppKey("desk", DeskState)
@@ -122,6 +130,18 @@ def render(
     return aiohttp_jinja2.render_template(template, request, {**_context(request), **context}, status=status)
 
 
+@web.middleware
+async def missing_page_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A page that does not exist (an old link, a case not in this store) is said in the
+    person's language; files and fonts keep their bare 404."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        if request.method != "GET" or request.path.startswith(("/static/", "/fonts/")):
+            raise
+        return render("missing.html", request, {}, status=404)
+
+
 async def lock(app: web.Application) -> None:
     desk = app[DESK]
     workspace, desk.workspace = desk.workspace, None
@@ -137,10 +157,7 @@ async def _idle_watcher(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(min(5.0, settings.idle_lock_seconds / 4))
             desk = app[DESK]
-            if (
-                desk.workspace is not None
-                and time.monotonic() - desk.last_activity > settings.idle_lock_seconds
-            ):
+            if desk.workspace is not None and desk.idle_for() > settings.idle_lock_seconds:
                 await lock(app)
 
     task = asyncio.create_task(watch())
@@ -151,12 +168,19 @@ async def _idle_watcher(app: web.Application) -> AsyncIterator[None]:
     await lock(app)
 
 
-def create_app(settings: DeskSettings, *, clock: Callable[[], int] | None = None) -> web.Application:
-    from clients.desk import routes_agency, routes_cases, routes_compose
+def create_app(
+    settings: DeskSettings,
+    *,
+    clock: Callable[[], int] | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """The desk app. `clock` gives Unix seconds (certificates, receipts, due dates);
+    `monotonic` measures idle time and start-token age (both injectable for tests)."""
+    from clients.desk import routes_agency, routes_cases, routes_compose, routes_live
 
     gate = Gate(settings.language)
     app = web.Application(
-        middlewares=[headers_middleware, gate_middleware(gate, SESSION)],
+        middlewares=[headers_middleware, gate_middleware(gate, SESSION), missing_page_middleware],
         client_max_size=1 << 20,
     )
     app[GATE] = gate
@@ -164,7 +188,8 @@ def create_app(settings: DeskSettings, *, clock: Callable[[], int] | None = None
     app[CLOCK] = clock or (lambda: int(time.time()))
     app[TRANSLATIONS] = load_translations()
     app[FONTS] = find_fonts()
-    app[DESK] = DeskState()
+    app[MONOTONIC] = monotonic
+    app[DESK] = DeskState(monotonic)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -175,6 +200,7 @@ def create_app(settings: DeskSettings, *, clock: Callable[[], int] | None = None
     routes_agency.add_routes(app)
     routes_cases.add_routes(app)
     routes_compose.add_routes(app)
+    routes_live.add_routes(app)
     app.cleanup_ctx.append(_idle_watcher)
     return app
 

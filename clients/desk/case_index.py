@@ -2,8 +2,10 @@
 store on disk stays encrypted), searched and paged without touching the store.
 
 Invariants:
-- A summary is made from a `CaseThread` (`summarise`) and replaced whenever its case changes
-  (`CaseIndex.put`); the index never reads the store itself.
+- A summary is the one the case store keeps sealed in the case's row (`CaseStore.summaries` at
+  unlock, `CaseStore.summary` when a case changes), which is what `summarise` makes of the
+  case's thread; it is replaced whenever its case changes (`CaseIndex.put`). The index never
+  reads the store itself.
 - Search is a substring match over NFC-normalised, case-folded text (both case numbers, the
   person's names in every script, the agencies, the case link id), because Thai and Lao write
   no spaces between words: a name inside a sentence is found.
@@ -14,12 +16,12 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from clients.case_threads import CaseThread
+from clients.case_threads import CaseSummary
 from protocol import codec
-from protocol.referral import CasePhase, OpenItem, open_items
+from protocol.referral import OpenItem
 
 PAGE_SIZE = 50
 
@@ -29,61 +31,18 @@ def search_key(text: str) -> str:
     return codec.nfc(codec.nfc(text).casefold())
 
 
-@dataclass(frozen=True, slots=True)
-class CaseSummary:
-    case_link_id: bytes
-    destination_agency_id: str
-    origin_agency_id: str
-    destination_case_ref: str
-    origin_case_ref: str | None
-    name_native: str | None
-    name_romanised: str | None
-    phase: CasePhase
-    last_activity: int
-    local_is_destination: bool
-    state: Any
-    """The `CaseState`, to compute what waits on a given day."""
-
-    @property
-    def case_hex(self) -> str:
-        return self.case_link_id.hex()
-
-    @property
-    def partner_id(self) -> str:
-        return self.origin_agency_id if self.local_is_destination else self.destination_agency_id
-
-    def items(self, today: str) -> tuple[OpenItem, ...]:
-        return open_items(self.state, today)
-
-    def haystack(self) -> str:
-        parts = [
-            self.destination_case_ref,
-            self.origin_case_ref or "",
-            self.name_native or "",
-            self.name_romanised or "",
-            self.destination_agency_id,
-            self.origin_agency_id,
-            self.case_hex,
-        ]
-        return search_key("\n".join(parts))
-
-
-def summarise(thread: CaseThread) -> CaseSummary:
-    state = thread.state
-    name = thread.person_name
-    return CaseSummary(
-        case_link_id=state.case_link_id,
-        destination_agency_id=state.destination_agency_id,
-        origin_agency_id=state.origin_agency_id,
-        destination_case_ref=state.destination_case_ref,
-        origin_case_ref=state.origin_case_ref,
-        name_native=None if name is None else name.full_native,
-        name_romanised=None if name is None else name.full_romanised,
-        phase=state.phase,
-        last_activity=thread.last_activity,
-        local_is_destination=state.local_agency_id == state.destination_agency_id,
-        state=state,
-    )
+def haystack(summary: CaseSummary) -> str:
+    """What search looks in: both case numbers, the names, both agencies and the case link id."""
+    parts = [
+        summary.destination_case_ref,
+        summary.origin_case_ref or "",
+        summary.name_native or "",
+        summary.name_romanised or "",
+        summary.destination_agency_id,
+        summary.origin_agency_id,
+        summary.case_hex,
+    ]
+    return search_key("\n".join(parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +75,13 @@ class CaseIndex:
 
     def put(self, summary: CaseSummary) -> None:
         self._cases[summary.case_link_id] = summary
-        self._haystacks[summary.case_link_id] = summary.haystack()
+        self._haystacks[summary.case_link_id] = haystack(summary)
+        self._ordered = None
+
+    def put_all(self, summaries: Iterable[CaseSummary]) -> None:
+        for summary in summaries:
+            self._cases[summary.case_link_id] = summary
+            self._haystacks[summary.case_link_id] = haystack(summary)
         self._ordered = None
 
     def get(self, case_link_id: bytes) -> CaseSummary | None:

@@ -319,6 +319,28 @@ RECEIPTS = {
     "failed": "Refused by the broker",
 }
 
+PROBLEMS = {
+    "required": "This is required.",
+    "date": "A date: year, month and day.",
+    "time": "A time: hours and minutes.",
+    "number": "A whole number.",
+    "too_long": "Too long: shorten the text.",
+    "choice": "Choose one of the options.",
+    "not_accepted": "This value is not accepted here.",
+    "consent": "The consent does not cover this field. Leave it empty, or set the consent aside below.",
+    "override": "Setting the consent aside needs a reason and a legal basis.",
+    "override_approver": "Sensitive data needs a second approver, another officer.",
+    "override_basis": (
+        "Sensitive data may be shared without consent only for vital interest or a legal obligation."
+    ),
+    "override_not_needed": "The consent covers everything in this message: leave the override empty.",
+    "too_many_rows": "Too many rows for this list.",
+    "case_ref": "This agency's case number is required.",
+    "recipient": "Choose the agency it goes to.",
+    "workflow": "This message does not fit the case as it stands now.",
+}
+"""What kind of problem a compose form has (`clients.desk.form_problems.ProblemKind`)."""
+
 KEY_STATES = {"valid": "Valid", "invalid": "Not valid now", "pinned": "Pinned"}
 
 
@@ -333,6 +355,6 @@ def code_label(value: str) -> str:
 def all_msgids() -> set[str]:
     """Every English word this module can produce."""
     out: set[str] = set()
-    for table in (FIELDS, CODES, TYPES, PHASES, WAITING, RECEIPTS, KEY_STATES):
+    for table in (FIELDS, CODES, TYPES, PHASES, WAITING, RECEIPTS, KEY_STATES, PROBLEMS):
         out.update(table.values())
     return out

@@ -20,6 +20,8 @@ class ShownField:
     values: tuple[str, ...]
     codes: bool
     mark: str
+    numbers: tuple[str, ...] = ()
+    """Beside each name, the row number when it names an item of a list of records ("2"), else ""."""
 
 
 def _text(value: Any) -> str:
@@ -32,7 +34,9 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _walk(record: Record, path: str, names: tuple[str, ...], inherited: DataClass) -> list[ShownField]:
+def _walk(
+    record: Record, path: str, names: tuple[str, ...], numbers: tuple[str, ...], inherited: DataClass
+) -> list[ShownField]:
     out: list[ShownField] = []
     for spec in schema_of(type(record)):
         value = getattr(record, spec.name)
@@ -43,14 +47,18 @@ def _walk(record: Record, path: str, names: tuple[str, ...], inherited: DataClas
         kind = spec.kind.item if isinstance(spec.kind, ListOf) else spec.kind
         items = value if isinstance(spec.kind, ListOf) else (value,)
         if isinstance(kind, Nested):
-            for item in items:
-                out += _walk(item, here, (*names, spec.name), data)
+            listed = isinstance(spec.kind, ListOf)
+            for i, item in enumerate(items):
+                number = str(i + 1) if listed else ""
+                where = f"{here}[{i}]" if listed else here
+                out += _walk(item, where, (*names, spec.name), (*numbers, number), data)
             continue
         mark = {DataClass.PERSONAL: "PD", DataClass.SENSITIVE: "S"}.get(data, "")
         is_code = all(isinstance(v, StrEnum | bool) for v in items)
-        out.append(ShownField(here, (*names, spec.name), tuple(_text(v) for v in items), is_code, mark))
+        values = tuple(_text(v) for v in items)
+        out.append(ShownField(here, (*names, spec.name), values, is_code, mark, (*numbers, "")))
     return out
 
 
 def shown_fields(message: Message) -> list[ShownField]:
-    return _walk(message, "", (), DataClass.NONE)
+    return _walk(message, "", (), (), DataClass.NONE)

@@ -4,7 +4,6 @@ agencies with their certificate chain and fingerprints, and the fonts it serves.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from clients.desk.app import (
     DESK_RETRY,
     FONTS,
     GATE,
+    MONOTONIC,
     SETTINGS,
     lock,
     render,
@@ -46,16 +46,16 @@ async def workspace_of(request: web.Request) -> Workspace:
     """The unlocked workspace, noting the person's activity; else off to the unlock page."""
     desk = request.app[DESK]
     settings = request.app[SETTINGS]
-    if desk.workspace is not None and time.monotonic() - desk.last_activity > settings.idle_lock_seconds:
+    if desk.workspace is not None and desk.idle_for() > settings.idle_lock_seconds:
         await lock(request.app)
     if desk.workspace is None:
         raise web.HTTPSeeOther("/unlock")
-    desk.last_activity = time.monotonic()
+    desk.touch()
     return desk.workspace
 
 
 async def start(request: web.Request) -> web.StreamResponse:
-    session = request.app[GATE].exchange(request.query.get("token", ""), time.monotonic())
+    session = request.app[GATE].exchange(request.query.get("token", ""), request.app[MONOTONIC]())
     if session is None:
         return web.Response(status=403, text="Refused: this start address is not valid.\n")
     response = web.HTTPSeeOther("/inbox" if request.app[DESK].workspace else "/unlock")
@@ -106,7 +106,7 @@ async def unlock(request: web.Request) -> web.StreamResponse:
         )
         await workspace.start()
         desk.workspace = workspace
-    desk.last_activity = time.monotonic()
+    desk.touch()
     session.officer = officer
     raise web.HTTPSeeOther("/inbox")
 

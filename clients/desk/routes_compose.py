@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from multidict import MultiDict
 
-from clients.desk.app import CLOCK, GATE, SETTINGS, render, session_of
-from clients.desk.forms import Problem, build_from_form, problem_of, widgets_for
+from clients.desk.app import CLOCK, GATE, SETTINGS, render, session_of, translator
+from clients.desk.form_problems import Problem, problem_of
+from clients.desk.forms import OVERRIDE_CHOICES, build_from_form, layout, rows_to_show, widgets_for
 from clients.desk.message_view import shown_fields
 from clients.desk.routes_agency import workspace_of
 from clients.desk.routes_cases import thread_of
@@ -54,7 +55,9 @@ def _form_context(
     ]
     return {
         "mtype": mtype,
-        "widgets": widgets_for(mtype),
+        "items": layout(mtype, rows_to_show(mtype, _form(values))),
+        "override_choices": OVERRIDE_CHOICES,
+        "override_open": any(values.get(k, "").strip() for k in ("override.reason", "override.legal_basis")),
         "state": state,
         "case_hex": "" if state is None else state.case_link_id.hex(),
         "granted": set() if state is None else {s.value for s in state.consent.scopes},
@@ -89,6 +92,15 @@ async def compose_in_case(request: web.Request) -> web.StreamResponse:
     return render("compose.html", request, context)
 
 
+def _form(values: MultiDict[str]) -> dict[str, list[str]]:
+    return {key: values.getall(key) for key in values}
+
+
+def _problem(mtype: MessageType, values: MultiDict[str], error: CaseBridgeError) -> Problem:
+    form = _form(values)
+    return problem_of(error, widgets_for(mtype, rows_to_show(mtype, form)), form)
+
+
 def _state_for(workspace: Workspace, case_hex: str) -> CaseState | None:
     return thread_of(workspace, case_hex).state if case_hex else None
 
@@ -99,14 +111,14 @@ def _build(
     case_hex = values.get("case", "")
     mtype = _type(values.get("type"), in_case=bool(case_hex))
     state = _state_for(workspace, case_hex)
-    form = {key: values.getall(key) for key in values}
     message = build_from_form(
         mtype,
-        form,
+        _form(values),
         builder=workspace.client.messages,
         state=state,
         case_ref=values.get("case_ref"),
         to=values.get("to"),
+        officer=session_of(request).officer or None,
         rng=system_random,
         now=request.app[CLOCK](),
     )
@@ -121,8 +133,12 @@ async def validate(request: web.Request) -> web.Response:
     try:
         _build(request, workspace, values)
     except CaseBridgeError as e:
-        problem = problem_of(e)
-        return web.json_response({"ok": False, "field": problem.field, "expected": problem.expected})
+        mtype = _type(values.get("type"), in_case=bool(values.get("case", "")))
+        problem = _problem(mtype, values, e)
+        answer = {"field": problem.field, "kind": problem.kind.value, "expected": problem.expected}
+        return web.json_response(
+            {"ok": False, **answer, "message": problem.message(translator(request).gettext)}
+        )
     return web.json_response({"ok": True})
 
 
@@ -172,7 +188,7 @@ async def preview(request: web.Request) -> web.StreamResponse:
         case_hex = values.get("case", "")
         mtype = _type(values.get("type"), in_case=bool(case_hex))
         state = _state_for(workspace, case_hex)
-        context = _form_context(request, workspace, mtype, state, values, problem_of(e))
+        context = _form_context(request, workspace, mtype, state, values, _problem(mtype, values, e))
         return render("compose.html", request, context, status=422)
     except BaseException:
         workspace.spool.discard([p for p, _ in files])

@@ -8,10 +8,17 @@ Invariants:
 - The background task, every `sync_interval_seconds` or when woken: refreshes the verified
   directory now and then, sends what waits in the outbox, receives and verifies deliveries
   (a typed referral message's attachments go into the encrypted vault, then the delivery is
-  acknowledged, which deletes the client's plaintext copy), and pulls receipts. An unreachable
+  acknowledged, which deletes the client's sealed copy), and pulls receipts. An unreachable
   broker is shown as offline and tried again on the next round; nothing is lost.
 - Deliveries that are not typed referral messages are left unacknowledged for
   `casebridge inbox watch`; the desk only counts them.
+- A second task, the push listener, holds the broker's push WebSocket open and wakes the sync
+  on every hint and once after each (re)connect, so what came while it was down is fetched at
+  once. It reconnects with bounded exponential backoff and never ends by itself: a failure is
+  logged and tried again. Push only hastens; the periodic sync stays the fallback, so a dropped
+  socket or hint loses nothing.
+- Watchers (the page's event stream) wait on `next_update`: it returns after any change of the
+  sync status, of the case index (`changes` counts those) or when the workspace closes.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from pathlib import Path
 from clients.agency import AgencyClient
 from clients.case_threads import CaseThread
 from clients.desk.attachment_vault import AttachmentVault, UploadSpool, vault_key
-from clients.desk.case_index import CaseIndex, summarise
+from clients.desk.case_index import CaseIndex
 from clients.inbox import Delivery
 from clients.outbox import OutboxState
 from clients.transport import transient
@@ -35,6 +42,11 @@ from protocol.referral import Message
 
 log = logging.getLogger("casebridge.desk")
 DIRECTORY_EVERY_ROUNDS = 20
+PUSH_RETRY_FIRST_SECONDS = 1.0
+PUSH_RETRY_MAX_SECONDS = 30.0
+PUSH_STABLE_SECONDS = 10.0
+"""A push connection that lasted this long was a success: the next retry starts from the first delay."""
+CLOSE_GRACE_SECONDS = 2.0
 
 
 @dataclass
@@ -44,6 +56,8 @@ class SyncStatus:
     last_error: str | None = None
     plain_waiting: set[str] = field(default_factory=set)
     rounds: int = 0
+    push: bool = False
+    """Whether the broker's push WebSocket is open (hints then wake the sync at once)."""
 
 
 @dataclass
@@ -73,18 +87,33 @@ class Workspace:
         self._interval = sync_interval_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.changes = 0
+        """How many times the case index changed since unlock (a case received or updated)."""
+        self.version = 0
+        self._updated = asyncio.Event()
+        self.closed = False
 
     @property
     def agency_id(self) -> str:
         return self.client.agency_id
 
     async def start(self) -> None:
-        threads = await asyncio.to_thread(self.client.cases.threads, now=self.clock())
-        for thread in threads:
-            self.index.put(summarise(thread))
+        # One sealed summary per case, decrypted off the event loop; no thread is replayed.
+        summaries = await asyncio.to_thread(self.client.cases.summaries, now=self.clock())
+        await asyncio.to_thread(self.index.put_all, summaries)
         self._task = asyncio.create_task(self._run())
+        self._listener = asyncio.create_task(self._listen())
 
     async def close(self) -> None:
+        self.closed = True
+        self.notify()
+        listener = self._listener
+        if listener is not None:
+            listener.cancel()
+            # Closing the socket may wait on a broker that stopped answering; closing the client
+            # below aborts it, so the lock never waits long for the listener.
+            await asyncio.wait([listener], timeout=CLOSE_GRACE_SECONDS)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -92,23 +121,43 @@ class Workspace:
         self.index.clear()
         self.spool.clear()
         await self.client.close()
+        if listener is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
 
     def wake(self) -> None:
         self._wake.set()
+
+    def notify(self) -> None:
+        """Tell watchers that the status or the case index may have changed."""
+        self.version += 1
+        self._updated.set()
+        self._updated = asyncio.Event()
+
+    async def next_update(self, seen: int) -> int:
+        """Wait until `version` is no longer `seen` (or the workspace closed); the new version."""
+        while self.version == seen and not self.closed:
+            await self._updated.wait()
+        return self.version
 
     def thread(self, case_link_id: bytes) -> CaseThread | None:
         return self.client.cases.thread(case_link_id, now=self.clock())
 
     def refresh_case(self, case_link_id: bytes) -> None:
-        thread = self.thread(case_link_id)
-        if thread is not None:
-            self.index.put(summarise(thread))
+        summary = self.client.cases.summary(case_link_id, now=self.clock())
+        if summary is not None:
+            self.index.put(summary)
+            self.changes += 1
+            self.notify()
 
     async def _run(self) -> None:
         while True:
             await self.sync_once()
+            # Not `asyncio.wait_for`: on Python 3.11 it swallows a cancel that comes as the wake
+            # is set (a push hint just before the lock), and the task would outlive its client.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def sync_once(self) -> None:
@@ -134,6 +183,39 @@ class Workspace:
             status.online, status.last_ok, status.last_error = True, self.clock(), None
         finally:
             status.rounds += 1
+            self.notify()
+
+    async def _listen(self) -> None:
+        """Hold the broker's push socket open, waking the sync on every hint; never ends by itself."""
+        loop = asyncio.get_running_loop()
+        delay = PUSH_RETRY_FIRST_SECONDS
+        while True:
+            connected_at: float | None = None
+            try:
+                async with self.client.events() as hints:
+                    connected_at = loop.time()
+                    self._set_push(True)
+                    self.wake()
+                    async for _hint in hints:
+                        self.wake()
+                log.info("desk_push_closed")
+            except CaseBridgeError as e:
+                level = logging.INFO if transient(e) else logging.WARNING
+                log.log(level, "desk_push_failed", extra={"reason": e.reason})
+            except Exception:
+                # A bug must not end push for good: it is logged and the socket opened again.
+                log.exception("desk_push_crashed")
+            finally:
+                self._set_push(False)
+            if connected_at is not None and loop.time() - connected_at >= PUSH_STABLE_SECONDS:
+                delay = PUSH_RETRY_FIRST_SECONDS
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PUSH_RETRY_MAX_SECONDS)
+
+    def _set_push(self, connected: bool) -> None:
+        if self.status.push is not connected:
+            self.status.push = connected
+            self.notify()
 
     async def _take(self, delivery: Delivery) -> None:
         message = delivery.message

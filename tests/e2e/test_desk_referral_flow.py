@@ -20,6 +20,8 @@ THAI_FILE = "เอกสารประกอบ.pdf"
 LAO_NAME = "ນາງ ສົມພອນ ແກ້ວມະນີ"
 THAI_SUMMARY = "พบผู้เสียหายทำงานในร้านอาหารที่จังหวัดหนองคาย ต้องการกลับบ้านที่แขวงสะหวันนะเขต"
 MAX_WAIT_ROUNDS = 60
+FAMILY = ("ນາງ ຄຳ ແກ້ວມະນີ", "ທ້າວ ບຸນມີ ແກ້ວມະນີ")
+OVERRIDE_REASON = "ต้องติดตามครอบครัวก่อนส่งกลับเพื่อความปลอดภัยของผู้เสียหาย"
 
 
 async def unlock(page: Any, desk: RunningDesk, officer: str) -> None:
@@ -84,6 +86,25 @@ async def compose_referral(page: Any, attachment: Path) -> None:
     await page.wait_for_selector("#problems", state="hidden")
 
 
+async def request_family_tracing(page: Any, origin: str, case_path: str) -> None:
+    """Two relatives in a list of records; the referral's consent (scopes 1 and 2) does not cover
+    family tracing, so the desk asks for the consent to be set aside, with a reason and a basis."""
+    await page.goto(f"{origin}/{case_path}/compose?type=family_assessment_request")
+    await page.wait_for_selector("#compose")
+    await page.fill('[name="home.country"]', "LA")
+    await page.fill('[name="home.province"]', "ສະຫວັນນະເຂດ")
+    await page.fill('[name="known_family[0].name.full_native"]', FAMILY[0])
+    await page.select_option('[name="known_family[0].relation"]', "mother")
+    await page.click('fieldset[data-repeat="known_family"] .add-row')
+    await page.fill('[name="known_family[1].name.full_native"]', FAMILY[1])
+    await page.select_option('[name="known_family[1].relation"]', "father")
+    await page.locator("#problems", has_text="ความยินยอมไม่ครอบคลุมช่องนี้").wait_for()
+    await page.click("details.override summary")
+    await page.fill('[name="override.reason"]', OVERRIDE_REASON)
+    await page.select_option('[name="override.legal_basis"]', "vital_interest")
+    await page.wait_for_selector("#problems", state="hidden")
+
+
 async def test_thai_desk_refers_and_lao_desk_accepts(
     browser: Any, broker_process: Any, live_pki: Pki, tmp_path: Path
 ) -> None:
@@ -140,6 +161,23 @@ async def test_thai_desk_refers_and_lao_desk_accepts(
         for shown in ("ระบบตัวกลางรับแล้ว", "ส่งถึงแล้ว", "ตรวจสอบแล้ว", "เจ้าหน้าที่ยืนยันการอ่านแล้ว", "ຮສ 117/2026"):
             assert shown in text, shown
         await check_page(th_page, thai, "case", "th")
+
+        await request_family_tracing(th_page, thai.origin, case_path)
+        await check_page(th_page, thai, "compose-family-override", "th")
+        await th_page.click('#compose button[type="submit"]')
+        await th_page.wait_for_url("**/compose/preview")
+        shown = await th_page.inner_text("main")
+        assert all(name in shown for name in FAMILY)
+        assert OVERRIDE_REASON in shown
+        assert "ยกเว้นความยินยอม" in shown
+        await th_page.click('form[action="/compose/send"] button')
+        await th_page.wait_for_url("**/cases/*")
+        await wait_for_text(lo_page, f"{lao.origin}/{case_path}", FAMILY[1])
+        received = await lo_page.inner_text("main")
+        assert OVERRIDE_REASON in received
+        assert "ຍົກເວັ້ນການຍິນຍອມ" in received
+        await check_page(lo_page, lao, "case-family-override", "lo")
+
         await th_page.goto(f"{thai.origin}/inbox")
         await check_page(th_page, thai, "inbox", "th")
         await th_page.goto(f"{thai.origin}/partners/LA-MOLSW")

@@ -1,5 +1,7 @@
 """The local case store: threads kept encrypted at rest, states rebuilt by replay, refusals
-kept with their reasons, cases found by either case number, overdue cases first."""
+kept with their reasons, cases found by either case number, overdue cases first; each case's
+sealed summary kept equal to what a replay of its thread shows, and stores written before
+summaries (schema 1) opened and given theirs."""
 
 from __future__ import annotations
 
@@ -81,10 +83,15 @@ def test_the_store_file_holds_no_name_case_number_or_id_in_clear(
     with CaseStore(tmp_path, dsdw) as store:
         lao = _open_case(store, lang="lo")
         thai = _open_case(store, lang="th", ref="ศคม.อบ. 7/2568")
+        listed = store.summaries(now=NOW)
         on_disk = _files(tmp_path)
+    # The case rows carry the names and both case numbers (sealed), for the inbox.
+    assert {s.name_native for s in listed} == {TEXT["lo"]["full"], TEXT["th"]["full"]}
+    assert {s.origin_case_ref for s in listed} == {ORIGIN_REF}
     secrets = [
         TEXT["lo"]["full"],
         TEXT["lo"]["family"],
+        TEXT["lo"]["romanised"],
         TEXT["th"]["full"],
         TEXT["th"]["romanised"],
         TEXT["lo"]["province"],

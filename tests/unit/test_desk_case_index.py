@@ -1,23 +1,20 @@
 """The inbox index: substring search over NFC case-folded text finds names inside Thai and Lao
-text written without spaces; overdue cases come first; pages of 10,000 cases are slices."""
+text written without spaces; overdue cases come first, then those waiting on this agency; pages
+of 10,000 cases are slices."""
 
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
 
-from clients.desk.case_index import CaseIndex, CaseSummary, search_key
-from protocol.referral import CasePhase, Side
+from clients.case_threads import CaseStanding, CaseSummary
+from clients.desk.case_index import CaseIndex, search_key
+from protocol.referral import CasePhase, OpenItem, Side, WaitingKind
 
-
-@dataclass(frozen=True)
-class FakeState:
-    """Stands in for a `CaseState` in summaries built without a case store (only the side is read)."""
-
-    local_side: Side = Side.DESTINATION
+DEST, ORIG = Side.DESTINATION, Side.ORIGIN
+QUIET = CaseStanding(DEST, ())
 
 
-def summary(n: int, name: str, romanised: str | None = None) -> CaseSummary:
+def summary(n: int, name: str, romanised: str | None = None, standing: CaseStanding = QUIET) -> CaseSummary:
     return CaseSummary(
         case_link_id=n.to_bytes(16, "big"),
         destination_agency_id="TH-DSDW",
@@ -28,23 +25,12 @@ def summary(n: int, name: str, romanised: str | None = None) -> CaseSummary:
         name_romanised=romanised,
         phase=CasePhase.REFERRED,
         last_activity=1_000_000 + n,
-        local_is_destination=True,
-        state=FakeState(),
+        state=standing,
     )
 
 
-class PlainIndex(CaseIndex):
-    """The index with no open items (they need a real case state; the order is tested below)."""
-
-    def _order(self, today: str):  # type: ignore[no-untyped-def]
-        from clients.desk.case_index import Row
-
-        rows = [Row(s, (), False, False) for s in self._cases.values()]
-        return sorted(rows, key=lambda r: -r.summary.last_activity)
-
-
 def test_search_finds_a_name_inside_text_without_spaces() -> None:
-    index = PlainIndex()
+    index = CaseIndex()
     index.put(summary(1, "นางสาวสมหญิงใจดี"))
     index.put(summary(2, "ນາງສົມພອນແກ້ວມະນີ", "Somphone KEOMANY"))
     assert [r.summary.name_native for r in index.page("2026-01-01", query="สมหญิง").rows] == ["นางสาวสมหญิงใจดี"]
@@ -57,15 +43,38 @@ def test_search_finds_a_name_inside_text_without_spaces() -> None:
 def test_search_matches_decomposed_input() -> None:
     decomposed = unicodedata.normalize("NFD", "ແກ້ວ")
     assert search_key(decomposed) == search_key("ແກ້ວ")
-    index = PlainIndex()
+    index = CaseIndex()
     index.put(summary(1, "ນາງ ສົມພອນ ແກ້ວມະນີ"))
     assert index.page("2026-01-01", query=decomposed).total == 1
 
 
+def test_overdue_cases_come_first_then_those_waiting_on_us_and_the_order_follows_the_day() -> None:
+    answer = OpenItem(WaitingKind.ANSWER_INFO, (ORIG,), b"q" * 16, due_on="2026-01-10")
+    ours = OpenItem(WaitingKind.ACKNOWLEDGE, (DEST,), b"r" * 16)
+    index = CaseIndex()
+    index.put(summary(1, "ສົມພອນ", standing=CaseStanding(DEST, (answer,))))
+    index.put(summary(2, "สมชาย", standing=CaseStanding(DEST, (ours,))))
+    index.put(summary(3, "ບົວໄລ"))
+    before = index.page("2026-01-10").rows
+    after = index.page("2026-01-11").rows
+    assert [r.summary.name_native for r in before] == ["สมชาย", "ບົວໄລ", "ສົມພອນ"]
+    assert [r.summary.name_native for r in after] == ["ສົມພອນ", "สมชาย", "ບົວໄລ"]
+    assert (after[0].overdue, after[0].items[0].overdue, after[1].waiting_on_us) == (True, True, True)
+    assert before[2].items == (answer,)
+
+
+def test_a_case_put_again_replaces_its_line() -> None:
+    index = CaseIndex()
+    index.put_all(summary(n, f"ສົມພອນ {n}") for n in range(3))
+    index.put(summary(1, "ນາງ ມະນີວັນ"))
+    assert len(index) == 3
+    assert index.page("2026-01-01", query="ສົມພອນ 1").total == 0
+    assert index.page("2026-01-01", query="ມະນີວັນ").rows[0].summary.case_link_id == (1).to_bytes(16, "big")
+
+
 def test_ten_thousand_cases_page_by_fifty() -> None:
-    index = PlainIndex()
-    for n in range(10_000):
-        index.put(summary(n, f"ສົມພອນ {n}"))
+    index = CaseIndex()
+    index.put_all(summary(n, f"ສົມພອນ {n}") for n in range(10_000))
     first = index.page("2026-01-01", number=1)
     last = index.page("2026-01-01", number=200)
     assert (first.total, first.pages, len(first.rows)) == (10_000, 200, 50)
