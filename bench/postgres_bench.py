@@ -8,7 +8,11 @@ per sender, 2 KiB referrals) against three brokers in turn: SQLite (`synchronous
 `casebridge broker serve` on PostgreSQL, and two replicas sharing that database, each sender on
 one replica and its recipient on the other (so every push crosses replicas through
 LISTEN/NOTIFY). With `--rate`, an open-loop latency phase at that rate for SQLite and PostgreSQL.
-Prints envelopes per second and the ratio PostgreSQL / SQLite (target: >= 0.7).
+Prints envelopes per second and the ratio PostgreSQL / SQLite (target: >= 0.7). With `--waits`,
+each PostgreSQL phase also samples `pg_stat_activity` every few milliseconds and prints what the
+broker's database sessions were doing (`WaitSampler`): on average how many were waiting for the
+audit sequencer's advisory lock, flushing the write-ahead log, running a statement, or holding a
+transaction open while the broker (Python) prepared its next statement.
 
 Invariants:
 - PostgreSQL is a throwaway server (`tests.postgres_server`) on 127.0.0.1 with `fsync=on` and
@@ -26,8 +30,12 @@ import dataclasses
 import json
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
+
+import asyncpg
 
 from bench.relay_bench import BROKER_SETTINGS, envelope_sizes, specs
 from bench.relay_phases import PhaseResult, run_phase
@@ -43,6 +51,70 @@ from tests.postgres_server import PostgresServer
 
 TARGET_RATIO = 0.7
 DATABASE = "casebridge_bench"
+SAMPLE_INTERVAL_SECONDS = 0.005
+BROKER_SESSIONS = (
+    "SELECT state, wait_event_type, wait_event, left(regexp_replace(query, '\\s+', ' ', 'g'), 48) "
+    "FROM pg_stat_activity WHERE application_name = 'casebridge-broker' AND state <> 'idle' "
+    "AND pid <> pg_backend_pid()"
+)
+
+
+class WaitSampler:
+    """Samples the broker's non-idle database sessions in a thread of its own, until stopped.
+
+    Each sample adds one to every (state, wait event, statement) seen; divided by the number of
+    busy samples (those with at least one non-idle session) it is the mean number of sessions in
+    that condition while the database was busy (like an active-session history)."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="wait-sampler")
+        self.seen: Counter[tuple[str, str, str]] = Counter()
+        self.busy_samples = 0
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(BROKER_SESSIONS)
+                if rows:
+                    self.busy_samples += 1
+                for state, kind, event, query in rows:
+                    wait = f"{kind}:{event}" if kind else "on CPU"
+                    self.seen[(str(state), wait, str(query))] += 1
+                await asyncio.sleep(SAMPLE_INTERVAL_SECONDS)
+        finally:
+            await conn.close()
+
+    def summary(self, top: int = 14) -> list[dict[str, object]]:
+        n = max(self.busy_samples, 1)
+        by_wait: Counter[tuple[str, str]] = Counter()
+        for (state, wait, _), count in self.seen.items():
+            by_wait[(state, wait)] += count
+        lines: list[dict[str, object]] = [
+            {"state": s, "wait": w, "sessions": round(c / n, 3)} for (s, w), c in by_wait.most_common(top)
+        ]
+        lines += [
+            {"state": s, "wait": w, "statement": q, "sessions": round(c / n, 3)}
+            for (s, w, q), c in self.seen.most_common(top)
+        ]
+        return lines
+
+
+def print_waits(sampler: WaitSampler) -> None:
+    print(f"    database sessions while busy ({sampler.busy_samples} samples), mean count by state and wait:")
+    for line in sampler.summary():
+        statement = f"  {line['statement']}" if "statement" in line else ""
+        print(f"      {line['sessions']:6.2f}  {line['state']:<20} {line['wait']:<24}{statement}")
 
 
 def print_result(r: PhaseResult) -> None:
@@ -65,6 +137,13 @@ def phase(
     if len(brokers) > 1:
         senders = [dataclasses.replace(s, url=brokers[i % 2].url) for i, s in enumerate(senders)]
         recipients = [dataclasses.replace(r, url=brokers[(i + 1) % 2].url) for i, r in enumerate(recipients)]
+    if args.waits and args.admin_dsn:
+        with WaitSampler(args.admin_dsn) as sampler:
+            result = run_phase(name, brokers[0].pid, senders, recipients)
+        print_result(result)
+        print_waits(sampler)
+        args.wait_figures[name] = sampler.summary()
+        return result
     result = run_phase(name, brokers[0].pid, senders, recipients)
     print_result(result)
     return result
@@ -87,15 +166,24 @@ def run_engine(
 
 
 def relay(args: argparse.Namespace, directory: Path) -> dict[str, object]:
-    print(f"load average before: {load_average()}  (python {sys.version.split()[0]})")
+    print(
+        f"load average before: {load_average()}  (python {sys.version.split()[0]}); "
+        f"receipts posted {'in one batch' if args.receipts == 'batch' else 'one by one'}"
+    )
     sizes = envelope_sizes()
     now = int(time.time())
-    figures: dict[str, object] = {"load_average_before": load_average(), "pairs": args.pairs}
+    figures: dict[str, object] = {
+        "load_average_before": load_average(),
+        "pairs": args.pairs,
+        "receipts": args.receipts,
+    }
+    args.admin_dsn, args.wait_figures = "", {}
     sqlite_world = asyncio.run(create_world(directory / "sqlite", now, **BROKER_SETTINGS))
     sqlite = run_engine("SQLite", sqlite_world, 1, args, sizes)
     server = PostgresServer.start(durable=True)
     try:
         asyncio.run(server.execute(f'CREATE DATABASE "{DATABASE}" TEMPLATE template0 ENCODING UTF8'))
+        args.admin_dsn = server.dsn(DATABASE)
         settings = {**BROKER_SETTINGS, "database_url": server.dsn(DATABASE)}
         pg_world = asyncio.run(create_world(directory / "postgres", now, **settings))
         postgres = run_engine("PostgreSQL", pg_world, 1, args, sizes)
@@ -113,6 +201,8 @@ def relay(args: argparse.Namespace, directory: Path) -> dict[str, object]:
     for label, results in (("sqlite", sqlite), ("postgresql", postgres), ("postgresql_2", two)):
         figures[label] = {k: dataclasses.asdict(v) for k, v in results.items()}
     figures["load_average_after"] = load_average()
+    if args.wait_figures:
+        figures["waits"] = args.wait_figures
     return figures
 
 
@@ -126,6 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=4000, help="envelopes per sender (throughput)")
     parser.add_argument("--seconds", type=float, default=15.0, help="bound of each sending phase")
     parser.add_argument("--rate", type=float, default=0.0, help="also an open-loop phase at this rate")
+    parser.add_argument(
+        "--receipts",
+        choices=["batch", "single"],
+        default="batch",
+        help="recipients post delivered + verified in one batch request (default) or one each (relay)",
+    )
+    parser.add_argument("--waits", action="store_true", help="sample pg_stat_activity (relay)")
     parser.add_argument("--sizes", default="10000,1000000", help="inbox rows (inbox)")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")

@@ -2,15 +2,16 @@
 sequencer across every replica and append-only twice over.
 
 Invariants:
-- Appends happen inside the transaction holding the change they record, after it took the
-  sequencer lock (`pg_advisory_xact_lock(AUDIT_LOCK_ID)`, released by its commit or rollback):
-  appends from every replica are serialised, indexes run 0, 1, 2, ... without gaps, and a failed
-  append rolls back the change it records. Every transaction that allocates an inbox cursor or
-  a feed seq takes the same lock first, which serialises those too.
+- Appends happen inside the transaction holding the change they record, through this replica's
+  `SequencedWriter` (`broker.storage.postgresql.sequencing`), which takes the sequencer lock
+  (`pg_advisory_xact_lock(AUDIT_LOCK_ID)`, released by its commit or rollback) before reading
+  the stored tail: appends from every replica are serialised, indexes run 0, 1, 2, ... without
+  gaps, and a failed append rolls back the change it records. Every transaction that allocates
+  an inbox cursor or a feed seq runs there too, which serialises those as well.
 - The leaf, every tree node it completes and its envelope index entries are written together.
   The sequencer's range is rebuilt from the stored border nodes under the lock for every
-  append, never kept between transactions: another replica may have appended meanwhile, and a
-  rolled-back append must leave no trace (a size check alone cannot tell those two apart).
+  transaction, never kept between transactions: another replica may have appended meanwhile,
+  and a rolled-back append must leave no trace (a size check alone cannot tell those apart).
 - Nothing in a log table is changed or deleted: triggers refuse UPDATE, DELETE and TRUNCATE
   (and inserts out of order), and the broker's role holds only SELECT and INSERT on the log
   tables (migrations 0001, 0002), so even a broker running arbitrary SQL cannot rewrite them.
@@ -29,9 +30,9 @@ from typing import Any
 
 from broker.audit.records import AuditLogDamaged, StoredCheckpoint, StoredCosignature, TreeHead
 from broker.audit.sequencer import AUDIT_LOCK_ID, Sequencer
+from broker.storage.postgresql.audit_appender import AuditAppender
 from broker.storage.postgresql.database import Connection, Database
-from protocol import auditlog
-from protocol.errors import CaseBridgeError
+from broker.storage.postgresql.sequencing import SequencedWriter
 from protocol.merkle import (
     EMPTY_ROOT,
     NodeId,
@@ -71,15 +72,6 @@ async def _prove(conn: Connection, plan: ProofPlan) -> list[bytes]:
     return plan.assemble(await _hashes(conn, plan.nodes))
 
 
-def _envelope_ids(leaf: bytes) -> tuple[bytes, ...]:
-    """The envelopes a leaf names; none for bytes that are not a CaseBridge leaf (the storage
-    contract appends arbitrary bytes, and the tree covers them all the same)."""
-    try:
-        return auditlog.envelope_ids(auditlog.parse_leaf(leaf))
-    except CaseBridgeError:
-        return ()
-
-
 def _checked(idx: int, leaf: bytes, digest: bytes | None) -> bytes:
     """The leaf, if it still hashes to the leaf hash stored when it was appended."""
     if digest is None or leaf_hash(bytes(leaf)) != bytes(digest):
@@ -106,43 +98,23 @@ async def _store_nodes(conn: Connection, sequencer: Sequencer, leaf: bytes) -> i
 class PostgresAuditLog:
     """Implements `broker.audit.store.AuditStore` (and so `broker.storage.interfaces.AuditLog`)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, writer: SequencedWriter) -> None:
         self._db = db
+        self._writer = writer
 
     # --- appends (under the sequencer lock) --------------------------------------------------
 
-    @staticmethod
-    async def lock(conn: Connection) -> None:
-        """Take the audit sequencer for the rest of the transaction open on `conn`."""
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK_ID)
-
-    async def append(self, conn: Connection, leaf: bytes, now: int) -> int:
-        """Append `leaf` in the transaction open on `conn`, which holds the sequencer; its index."""
-        size = int(await conn.fetchval(_SIZE))
-        sequencer = Sequencer()
-        sequencer.resume(size, await _hashes(conn, border_nodes(size)))
-        index = await _store_nodes(conn, sequencer, leaf)
-        await conn.execute(
-            "INSERT INTO audit_log (idx, leaf, recorded_at) VALUES ($1, $2, $3)", index, leaf, now
-        )
-        envelope_ids = _envelope_ids(leaf)
-        if envelope_ids:
-            await conn.executemany(
-                "INSERT INTO audit_envelope_leaves (envelope_id, idx) VALUES ($1, $2)",
-                [(envelope_id, index) for envelope_id in envelope_ids],
-            )
-        return index
-
     async def record(self, leaf: bytes, now: int) -> int:
-        async with self._db.transaction() as conn:
-            await self.lock(conn)
-            return await self.append(conn, leaf, now)
+        async def append(conn: Connection, appender: AuditAppender) -> int:
+            return appender.append(leaf, now)
+
+        return await self._writer.run(append)
 
     async def open_tree(self) -> TreeHead:
         """The head of the stored tree, hashing (once) leaves stored without their nodes by
         schema 1 (which never had a checkpoint: once one exists, that is damage)."""
         async with self._db.transaction() as conn:
-            await self.lock(conn)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK_ID)
             size = int(await conn.fetchval(_SIZE))
             hashed = int(
                 await conn.fetchval("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_nodes WHERE level = 0")
@@ -191,7 +163,9 @@ class PostgresAuditLog:
         return [_checked(r[0], r[1], r[2]) for r in rows]
 
     async def tree_head(self, size: int | None = None) -> TreeHead:
-        async with self._db.transaction() as conn:
+        # No transaction needed: the size only grows, and the nodes of every committed size
+        # were committed with it and never change.
+        async with self._db.connection() as conn:
             n = int(await conn.fetchval(_SIZE)) if size is None else size
             return TreeHead(n, (await _prove(conn, root_plan(n)))[0] if n else EMPTY_ROOT)
 

@@ -1,9 +1,9 @@
 """Changes between replicas: NOTIFY inside the committing transaction, LISTEN on one connection.
 
 Invariants:
-- A change is announced with `pg_notify` inside the transaction that makes it, so it is
-  delivered if and only if that transaction commits, after it committed: whoever wakes on it
-  and reads finds it.
+- A change is announced with `pg_notify` inside the transaction that makes it (by the writer
+  of audited changes, `broker.storage.postgresql.sequencing`), so it is delivered if and only if
+  that transaction commits, after it committed: whoever wakes on it and reads finds it.
 - Each announcement names the process that made it (`origin`); a process ignores its own (its
   services already told their local listeners), every other one turns it into a `Change`.
 - Notifications are hints: a subscriber's queue is bounded, and a full queue or a lost listening
@@ -19,12 +19,12 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 
-from broker.storage.postgresql.database import CONNECT_TIMEOUT_SECONDS, DRIVER_ERRORS, Connection, translated
+from broker.storage.postgresql.database import CONNECT_TIMEOUT_SECONDS, DRIVER_ERRORS, translated
 from broker.storage.records import Change, ChangeKind
 
 CHANNEL = "casebridge_changes"
@@ -61,16 +61,6 @@ def decode(payload: str) -> tuple[str, Change] | None:
         return str(item["o"]), change
     except (ValueError, KeyError, TypeError):
         return None
-
-
-async def announce(conn: Connection, origin: str, changes: Sequence[Change]) -> None:
-    """Queue `changes` for delivery when the transaction open on `conn` commits."""
-    if changes:
-        await conn.execute(
-            "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
-            CHANNEL,
-            [encode(origin, c) for c in changes],
-        )
 
 
 class _Subscription:

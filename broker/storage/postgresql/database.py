@@ -11,6 +11,10 @@ Invariants:
   database comes back the broker serves again by itself.
 - Transactions run at READ COMMITTED: every statement sees what committed before it started,
   which the audit sequencer relies on (its lock is taken inside the transaction).
+- Pooled connections carry no session state between uses: the broker never SETs, LISTENs,
+  keeps a cursor open or takes a session-level lock on them, so a connection going back to its
+  pool is only rolled back if a transaction is open (asyncpg does that), without the default
+  reset query's extra round trip on every use.
 - Migrations run at open under an advisory lock, so replicas starting together apply each once;
   a schema newer than this code is refused. A role that may not migrate (the broker's own,
   in production) starts only on a current schema; the owner applies migrations
@@ -38,7 +42,13 @@ COMMAND_TIMEOUT_SECONDS = 120.0
 RELAXED_POOL_SIZE = 4
 APPLICATION_NAME = "casebridge-broker"
 
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection left mid-protocol by a failure: drop it, retry
+    OSError,
+    TimeoutError,
+)
 
 Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
 
@@ -119,6 +129,10 @@ async def migrate(dsn: str, now: int) -> int:
             await conn.close()
 
 
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """The pools' reset: nothing beyond asyncpg's own rollback (see the module invariants)."""
+
+
 class Database:
     """The pools of one database. Open with `await Database.open(dsn, ...)`."""
 
@@ -149,6 +163,7 @@ class Database:
             max_size=size,
             timeout=CONNECT_TIMEOUT_SECONDS,
             command_timeout=COMMAND_TIMEOUT_SECONDS,
+            reset=_keep_session,
             server_settings={
                 "application_name": APPLICATION_NAME,
                 "synchronous_commit": "on" if synchronous else "off",

@@ -1,9 +1,10 @@
 """The PostgreSQL engine assembled: every domain store over one database shared by replicas.
 
 Opening migrates (as the schema owner when `owner_dsn` is given), refuses a newer schema,
-makes the pools, and (for a serving broker) starts listening for other replicas' changes and
-removes uploads abandoned long ago. Each opened store has its own `origin`, which its change
-announcements carry so that it can ignore its own.
+makes the pools and the store's one writer of audited changes (`SequencedWriter`), and (for a
+serving broker) starts listening for other replicas' changes and removes uploads abandoned long
+ago. Each opened store has its own `origin`, which its change announcements carry so that it
+can ignore its own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from broker.storage.postgresql.database import Database, latest_version, migrate
 from broker.storage.postgresql.delivery import PostgresDeliveryStore
 from broker.storage.postgresql.directory import PostgresDirectoryStore
 from broker.storage.postgresql.nonces import PostgresNonceStore
+from broker.storage.postgresql.sequencing import SequencedWriter
 from broker.storage.postgresql.shared import PostgresSharedState
 from protocol.errors import StorageUnavailable
 
@@ -28,9 +30,10 @@ class PostgresStore:
         self.db = db
         self.origin = origin
         self._listener = listener
-        self._audit = PostgresAuditLog(db)
-        self._directory = PostgresDirectoryStore(db, self._audit, origin)
-        self._delivery = PostgresDeliveryStore(db, self._audit, origin)
+        self._writer = SequencedWriter(db, origin)
+        self._audit = PostgresAuditLog(db, self._writer)
+        self._directory = PostgresDirectoryStore(db, self._writer)
+        self._delivery = PostgresDeliveryStore(db, self._writer)
         self._nonces = PostgresNonceStore(db)
         self._blobs = PostgresBlobStore(db, orphan_grace_seconds=orphan_grace_seconds)
         self._shared = None if listener is None else PostgresSharedState(db, listener)
@@ -67,6 +70,7 @@ class PostgresStore:
             raise StorageUnavailable(reason=f"schema version {version}, expected {latest_version()}")
 
     async def close(self) -> None:
+        await self._writer.close()
         await self._nonces.close()
         if self._listener is not None:
             await self._listener.close()
