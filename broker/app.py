@@ -7,9 +7,10 @@ audit log against its last checkpoint (refusing to start if they disagree) and s
 checkpointer (`broker.audit.service`), then loads the directory,
 checks the broker's own certificate against the configured roots, removes unreferenced blob
 files (before anything is served), audits the start, and runs the retention task (and, on a
-database shared with other replicas, follows their changes); cleanup stops the tasks and
-audits the stop. Middlewares, outermost first: request id and problem details,
-then authentication, limits and timeouts (`broker.web.auth`).
+database shared with other replicas, follows their changes); the checkpointer and retention run
+their rounds only on the replica that leads them (`broker.leadership`), the start checks on
+every replica. Cleanup stops the tasks and audits the stop. Middlewares, outermost first:
+request id and problem details, then authentication, limits and timeouts (`broker.web.auth`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from broker.audit.service import AuditLogService
 from broker.clock import Clock
+from broker.leadership import CHECKPOINTER, leading
 from broker.metrics import BrokerMetrics
 from broker.service.context import BrokerSigner, Services
 from broker.service.directory import Directory
@@ -112,8 +114,13 @@ def create_app(
 
 async def _audit_log(app: web.Application) -> AsyncIterator[None]:
     """Before anything else: check the stored audit log (refusing to start if it disagrees with
-    its last checkpoint), then run the checkpointer; after everything else: a last checkpoint."""
-    async with app[audit_routes.AUDIT].running():
+    its last checkpoint), then run the checkpointer (signing while this replica leads it);
+    after everything else: a last checkpoint."""
+    s = app[HANDLERS].services
+    async with (
+        leading(CHECKPOINTER, s.store.shared, s.metrics.leader) as leader,
+        app[audit_routes.AUDIT].running(leader),
+    ):
         yield
 
 

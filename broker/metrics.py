@@ -9,6 +9,10 @@ broker's own certificate, `root` the configured national root that expires first
 soonest time an agency is left without a certificate (per agency, the latest expiry among its
 certificates not yet expired; then the earliest of those). Revocation is not considered: a
 revoked agency is the national authority's concern, not an expiry to renew.
+
+`casebridge_leader{task}` is 1 while this replica runs the periodic task (`checkpointer`,
+`retention`; `broker.leadership`), else 0: across the replicas sharing a database exactly one
+reports 1 per task. The label is `task`, not `job`, which Prometheus gives every scraped series.
 """
 
 from __future__ import annotations
@@ -74,6 +78,12 @@ class BrokerMetrics:
             "casebridge_certificate_expiry_timestamp_seconds",
             "When the soonest-expiring certificate of each kind (broker, root, agency) expires (Unix time).",
             ["kind"],
+            registry=registry,
+        )
+        self.leader = Gauge(
+            "casebridge_leader",
+            "1 while this replica runs the periodic task (checkpointer, retention), else 0.",
+            ["task"],
             registry=registry,
         )
 

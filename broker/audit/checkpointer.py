@@ -12,6 +12,13 @@ Invariants:
   `WITNESS_RETRY_SECONDS`, while a witness lags): a slow or failing witness delays neither the
   relay nor the next checkpoint.
 - At stop, a last checkpoint covers every entry (the stop entry included), without witnesses.
+- Among replicas sharing a database, only the one leading the `checkpointer` task
+  (`broker.leadership`) signs and runs witness rounds, confirming its lead before each tick. A
+  follower signs nothing; each poll it reads the stored latest checkpoint for its gauges (so
+  every replica reports the same age and pending entries), and on taking the lead it re-reads
+  what others signed before it decides. A replica that loses the lead cancels its witness round
+  and drops its witness gauges (the new leader reports them). The last checkpoint at stop is
+  still signed by any replica that leaves entries pending: at most one per stopping replica.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from broker.audit.records import StoredCheckpoint
 from broker.audit.store import AuditStore
 from broker.audit.witnesses import WitnessClient, WitnessOutcome, WitnessResult
 from broker.clock import Clock
+from broker.leadership import CHECKPOINTER, TaskLeader
 from protocol.errors import CaseBridgeError
 from protocol.note import Checkpoint, NoteSigner, sign_checkpoint
 
@@ -98,6 +106,30 @@ class Checkpointer:
         log.info("audit_checkpoint_signed", extra={"size": stored.size, "seq": stored.seq})
         return stored
 
+    async def observe(self) -> None:
+        """A follower's look: the gauges from the stored latest checkpoint; nothing is signed."""
+        now = self._clock.now()
+        latest = await self._audit.latest_checkpoint()
+        size = await self._audit.size()
+        self._latest, self._loaded = latest, True
+        self._observe(latest, size - (latest.size if latest else 0), now)
+
+    def _take_lead(self) -> None:
+        """Others may have signed while this replica followed: re-read before deciding."""
+        self._loaded = False
+        self._seen_size = None
+
+    async def _step_down(self) -> None:
+        """Stop what only the leader does: a witness round in flight, and its witness gauges."""
+        if self._round is not None:
+            self._round.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._round
+            self._round = None
+        self._lagging = set()
+        self._metrics.witness_lag_entries.clear()
+        self._metrics.witness_lag_seconds.clear()
+
     def _observe(self, latest: StoredCheckpoint | None, pending: int, now: int) -> None:
         self._metrics.pending.set(max(pending, 0))
         if latest is None:
@@ -141,18 +173,30 @@ class Checkpointer:
             log.exception("audit_witness_round_failed")
         return []
 
-    async def run(self, session: aiohttp.ClientSession) -> None:
-        """Tick until cancelled; a failed tick is logged and retried at the next poll."""
+    async def run(self, session: aiohttp.ClientSession, leader: TaskLeader | None = None) -> None:
+        """Until cancelled: tick while `leader` leads (always when None), observe otherwise; a
+        failed round is logged and retried at the next poll."""
         poll = min(MAX_POLL_SECONDS, self._interval / 2)
+        leader = leader or TaskLeader(CHECKPOINTER, None)
+        led = False
         while True:
+            leads = await leader.leads()
+            if leads and not led:
+                self._take_lead()
+            elif led and not leads:
+                await self._step_down()
+            led = leads
             signed = None
             try:
-                signed = await self.tick()
+                if leads:
+                    signed = await self.tick()
+                else:
+                    await self.observe()
             except CaseBridgeError as e:
                 log.error("audit_checkpoint_failed", extra={"code": str(e.code), "reason": e.reason})
             except Exception:
                 log.exception("audit_checkpoint_failed")
-            if self._witnesses.witnesses:
+            if leads and self._witnesses.witnesses:
                 self._start_round(session, signed is not None)
             await asyncio.sleep(poll)
 

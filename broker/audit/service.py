@@ -24,6 +24,7 @@ from broker.audit.records import TreeHead
 from broker.audit.store import audit_store
 from broker.audit.witnesses import WitnessClient
 from broker.clock import Clock
+from broker.leadership import TaskLeader
 from broker.settings import Settings
 from broker.storage.interfaces import Store
 from keys.identity import BrokerIdentity
@@ -74,15 +75,16 @@ class AuditLogService:
         return await verify_stored_log(self.store, origin=self.origin, log_key=self.log_key)
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[aiohttp.ClientSession]:
-        """Check the log, then run the checkpointer until the context exits (see module)."""
+    async def running(self, leader: TaskLeader | None = None) -> AsyncIterator[aiohttp.ClientSession]:
+        """Check the log, then run the checkpointer until the context exits (see module),
+        signing only while `leader` leads (always when None)."""
         head = await self.verify()
         log.info(
             "audit_log_serving",
             extra={"origin": self.origin, "checkpoint_vkey": self.log_key.encode(), "size": head.size},
         )
         async with aiohttp.ClientSession() as session:
-            task = asyncio.create_task(self.checkpointer.run(session), name="casebridge-checkpointer")
+            task = asyncio.create_task(self.checkpointer.run(session, leader), name="casebridge-checkpointer")
             try:
                 yield session
             finally:

@@ -10,16 +10,27 @@ Invariants:
   blob files, which `sweep_orphans` removes at the next start (before serving).
 - Every sweep is bounded (`BATCH` entries per round, `MAX_ROUNDS` rounds) and uses the injected
   clock, so tests drive it by moving time and calling `sweep()`.
+- The entries of one round are independent of each other (one inbox entry or one envelope each),
+  so they are handed to the store together: each is still its own transaction with its own audit
+  leaf, and an engine with group commit makes them durable with one sync instead of one each.
+- Among replicas sharing a database, only the one leading the `retention` task
+  (`broker.leadership`) sweeps, confirming its lead before each sweep; the others refresh the
+  gauges of what the database holds at the same interval and ask to lead every second. Sweeping
+  twice stays harmless (a change already made is refused), which covers a sweep begun just
+  before its replica lost the lead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 
+from broker.leadership import RETENTION, leading
 from broker.service.context import Services
 from broker.service.receipts import announce, new_receipt
+from broker.storage.records import EnvelopeRecord, InboxEntry
 from protocol import auditlog
 from protocol.errors import CaseBridgeError
 from protocol.receipt import Receipt, ReceiptKind, ReceiptSubject
@@ -37,52 +48,64 @@ class SweepReport:
     nonces_forgotten: int
 
 
+async def _all(steps: Iterable[Awaitable[bool]]) -> list[bool]:
+    """Run independent steps together; the first failure is raised once all have finished, so
+    none is left running behind the sweep."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [bool(r) for r in results]
+
+
 class Retention:
     def __init__(self, services: Services) -> None:
         self._s = services
 
-    async def _expire(self, now: int) -> int:
+    async def _expire_one(self, entry: InboxEntry, now: int) -> bool:
         s = self._s
+        env = entry.envelope
+        receipt = Receipt.issue(
+            ReceiptKind.EXPIRED,
+            signing_key=s.signer.signing_key,
+            signer=s.signer.certificate,
+            subject=ReceiptSubject(env.envelope_hash, env.envelope_id, env.sender_id, entry.recipient_id),
+            time=now,
+        )
+        outcome = await s.store.delivery.record_receipt(new_receipt(receipt, now))
+        announce(s, receipt, outcome)
+        if outcome.recorded is None:
+            return False
+        s.metrics.expired.inc()
+        return True
+
+    async def _expire(self, now: int) -> int:
         count = 0
         for _ in range(MAX_ROUNDS):
-            due = await s.store.delivery.expiring(now, BATCH)
+            due = await self._s.store.delivery.expiring(now, BATCH)
             if not due:
                 break
-            for entry in due:
-                env = entry.envelope
-                receipt = Receipt.issue(
-                    ReceiptKind.EXPIRED,
-                    signing_key=s.signer.signing_key,
-                    signer=s.signer.certificate,
-                    subject=ReceiptSubject(
-                        env.envelope_hash, env.envelope_id, env.sender_id, entry.recipient_id
-                    ),
-                    time=now,
-                )
-                outcome = await s.store.delivery.record_receipt(new_receipt(receipt, now))
-                announce(s, receipt, outcome)
-                if outcome.recorded is not None:
-                    count += 1
-                    s.metrics.expired.inc()
+            count += sum(await _all(self._expire_one(entry, now) for entry in due))
         return count
 
-    async def _purge(self, now: int) -> int:
+    async def _purge_one(self, env: EnvelopeRecord, now: int) -> bool:
         s = self._s
+        size = env.header_length + sum(p.length for p in env.parts)
+        leaf = auditlog.encode_leaf(now, auditlog.EnvelopePurged(env.envelope_id, env.envelope_hash, size))
+        purged = await s.store.delivery.mark_purged(env.envelope_id, now, leaf)
+        if purged:
+            s.metrics.purged.inc()
+        if any(not p.stored_inline for p in env.parts):
+            await s.store.blobs.delete(env.envelope_hash)
+        return purged
+
+    async def _purge(self, now: int) -> int:
         count = 0
         for _ in range(MAX_ROUNDS):
-            candidates = await s.store.delivery.purgeable(BATCH)
+            candidates = await self._s.store.delivery.purgeable(BATCH)
             if not candidates:
                 break
-            for env in candidates:
-                size = env.header_length + sum(p.length for p in env.parts)
-                leaf = auditlog.encode_leaf(
-                    now, auditlog.EnvelopePurged(env.envelope_id, env.envelope_hash, size)
-                )
-                if await s.store.delivery.mark_purged(env.envelope_id, now, leaf):
-                    count += 1
-                    s.metrics.purged.inc()
-                if any(not p.stored_inline for p in env.parts):
-                    await s.store.blobs.delete(env.envelope_hash)
+            count += sum(await _all(self._purge_one(env, now) for env in candidates))
         return count
 
     async def sweep(self) -> SweepReport:
@@ -91,12 +114,16 @@ class Retention:
         expired = await self._expire(now)
         purged = await self._purge(now)
         forgotten = await self._s.store.nonces.forget_expired(now)
-        counts = await self._s.store.delivery.counts()
-        self._s.metrics.inbox_depth.set(counts.open_inbox_entries)
-        self._s.metrics.audit_entries.set(counts.audit_entries)
+        await self.observe()
         if expired or purged:
             log.info("retention_sweep", extra={"expired": expired, "purged": purged})
         return SweepReport(expired, purged, forgotten)
+
+    async def observe(self) -> None:
+        """Refresh the gauges of what the database holds (inbox depth, audit entries)."""
+        counts = await self._s.store.delivery.counts()
+        self._s.metrics.inbox_depth.set(counts.open_inbox_entries)
+        self._s.metrics.audit_entries.set(counts.audit_entries)
 
     async def sweep_orphans(self) -> int:
         """Delete blob files no stored envelope refers to. Run only while nothing is submitted."""
@@ -109,14 +136,21 @@ class Retention:
         return len(orphans)
 
     async def run(self) -> None:
-        """Sweep every `retention_interval_seconds` until cancelled; a failed sweep is logged
-        and retried at the next interval."""
-        interval = self._s.settings.retention_interval_seconds
-        while True:
-            try:
-                await self.sweep()
-            except CaseBridgeError as e:
-                log.error("retention_sweep_failed", extra={"code": str(e.code), "reason": e.reason})
-            except Exception:
-                log.exception("retention_sweep_failed")
-            await asyncio.sleep(interval)
+        """Until cancelled, every `retention_interval_seconds`: sweep while this replica leads
+        the `retention` task, only `observe` while it follows (see module). A failed round is
+        logged and retried at the next interval."""
+        s = self._s
+        interval = s.settings.retention_interval_seconds
+        async with leading(RETENTION, s.store.shared, s.metrics.leader) as leader:
+            while True:
+                leads = await leader.leads()
+                try:
+                    await (self.sweep() if leads else self.observe())
+                except CaseBridgeError as e:
+                    log.error("retention_sweep_failed", extra={"code": str(e.code), "reason": e.reason})
+                except Exception:
+                    log.exception("retention_sweep_failed")
+                if leads:
+                    await asyncio.sleep(interval)
+                else:
+                    await leader.wait_to_lead(interval)

@@ -17,6 +17,7 @@ Invariants every implementation keeps:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from broker.storage.records import (
@@ -184,9 +185,23 @@ class AuditLog(Protocol):
     async def leaves(self, start: int, end: int) -> list[bytes]: ...
 
 
+class Leadership(Protocol):
+    """This process's claim to run one periodic task (one name in every replica) alone."""
+
+    async def leads(self) -> bool:
+        """Whether this process may run a round of the task now; never raises (an error is no
+        leadership). A leader first confirms its hold on the database, and a lost or failing
+        connection ends it at once (False). A follower tries to take the lead, asking the
+        database at most every few seconds (False without asking in between). At most one
+        process holds a task's lead; a round begun just before its leader's connection was lost
+        may still overlap the next leader's first round, so every task stays safe to run twice."""
+        ...
+
+
 class SharedState(Protocol):
     """What the replicas of one broker coordinate through when they share one database. An
-    engine that one process owns (SQLite) has none: its in-process state is the whole truth."""
+    engine that one process owns (SQLite) has none: its in-process state is the whole truth,
+    and its one process leads every periodic task."""
 
     def changes(self) -> AsyncIterator[Change]:
         """A subscription to the changes other processes commit from this call on, in commit
@@ -198,6 +213,12 @@ class SharedState(Protocol):
     ) -> TokenLease:
         """Put back `returned` unused tokens and take up to `wanted` from the agency's bucket,
         which holds at most `burst` and refills at `per_minute` (by the database's clock)."""
+        ...
+
+    def leadership(self, task: str) -> AbstractAsyncContextManager[Leadership]:
+        """A claim to lead `task` among the replicas, open while the context is: leading
+        processes release the lead when it closes, and the database releases it when the process
+        dies or its connection drops, so another replica takes over at its next try."""
         ...
 
 

@@ -2,8 +2,8 @@
 
 - Prometheus: `promtool check rules|config` and the rules' own unit tests
   (`promtool test rules`); every metric the rules and the dashboard name is in the registry
-  of a real broker app, and every error code, witness outcome, certificate kind and route they
-  match on is one the broker produces.
+  of a real broker app, and every error code, witness outcome, certificate kind, route and
+  periodic task they match on is one the broker produces.
 - nginx: `nginx -t` on deploy/nginx with a throwaway certificate made by `openssl req -x509`.
 - systemd: `systemd-analyze verify` and its offline security score, where systemd-analyze
   exists (not required in CI, which has no running systemd).
@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from broker.app import create_app
 from broker.audit.witnesses import WitnessOutcome
 from broker.clock import SystemClock
+from broker.leadership import TASKS
 from broker.settings import load_settings
 from broker.storage.sqlite import open_sqlite_store
 from protocol.errors import ErrorCode
@@ -90,7 +91,7 @@ async def test_every_label_value_the_rules_and_dashboard_match_is_one_the_broker
     app, _ = await broker_app(tmp_path)
     routes = {name for name in app.router.named_resources()}
     expressions = [*prometheus_expressions(), *dashboard_expressions()]
-    labels = ("code", "outcome", "kind", "route")
+    labels = ("code", "outcome", "kind", "route", "task")
     matched = {label: set().union(*(label_values(e, label) for e in expressions)) for label in labels}
     assert matched["code"]
     assert matched["code"] <= {str(c) for c in ErrorCode}
@@ -99,6 +100,7 @@ async def test_every_label_value_the_rules_and_dashboard_match_is_one_the_broker
     assert matched["kind"] <= CERTIFICATE_KINDS
     assert matched["route"]
     assert matched["route"] <= routes
+    assert matched["task"] <= set(TASKS)
 
 
 def test_promtool_accepts_the_alert_rules_and_their_unit_tests() -> None:

@@ -1,19 +1,25 @@
-"""What replicas share besides the domain tables: the change feed and rate-limit buckets.
+"""What replicas share besides the domain tables: the change feed, rate-limit buckets and the
+leadership of periodic tasks.
 
 Rate limits: each agency has one token bucket in `rate_buckets`, refilled by the database's
 clock (so replicas' clocks do not matter). A replica takes tokens in small leases and spends
 them in memory (`broker.web.shared_limits`), so the bucket's row is touched once per lease,
 not once per request; the sum of what every replica spends never exceeds what the bucket gave.
 A lease is taken and unused tokens are put back in one short transaction holding the row.
+
+Leadership: one replica at a time runs each periodic task (the checkpointer, retention), by a
+session-level advisory lock on a connection of its own (`broker.storage.postgresql.leadership`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 from broker.storage.postgresql.changes import ChangeListener
 from broker.storage.postgresql.database import Database
+from broker.storage.postgresql.leadership import LeaderSession, PostgresLeadership
 from broker.storage.records import Change, TokenLease
 
 
@@ -23,9 +29,13 @@ class PostgresSharedState:
     def __init__(self, db: Database, listener: ChangeListener) -> None:
         self._db = db
         self._listener = listener
+        self._leaders = LeaderSession(db.dsn)
 
     def changes(self) -> AsyncIterator[Change]:
         return self._listener.changes()
+
+    def leadership(self, task: str) -> AbstractAsyncContextManager[PostgresLeadership]:
+        return self._leaders.claim(task)
 
     async def exchange_tokens(
         self, agency_id: str, returned: int, wanted: int, per_minute: int, burst: int
