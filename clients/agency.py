@@ -17,6 +17,9 @@ Invariants:
   later with the same bytes.
 - Exactly-once handling: a delivery is handed over until the application acknowledges it
   (`ack` or `processing`), never after; see `clients.inbox`.
+- Nothing received is kept in clear: until acknowledged, a delivery's body is sealed in the
+  state database under a subkey of the agency's signing seed and its attachments are sealed
+  files (`clients.received_rows`, `clients.received_files`).
 - Typed referral messages (`send_message`, `messages`, `cases`, `Delivery.message`) pass the case
   workflow before sealing and on receipt; see `clients.referrals`.
 - Own keys: the first `refresh_directory` of a session publishes this agency's encryption keys
@@ -45,6 +48,7 @@ from clients.envelope_files import DEFAULT_TTL_SECONDS, AttachmentFile
 from clients.inbox import Delivery, DownloadProgress, InboxItem, Receiver, delivery_of
 from clients.outbox import LocalState, OutboxEntry, OutboxState
 from clients.receipts import EnvelopeStatus, ReceiptBook, ReceiptRecord
+from clients.received_rows import received_key
 from clients.referrals import MessageBuilder, ReferralMessaging, SentMessage
 from clients.sending import Sender, SendResult
 from clients.transport import Body, BrokerTransport, Clock, RetryPolicy, Sleep, transient
@@ -111,7 +115,7 @@ class AgencyClient:
         self._transport = BrokerTransport(
             broker_url, identity.signing_key, clock=clock, rng=rng, retry=retry, sleep=sleep
         )
-        self.state = LocalState(state_dir)
+        self.state = LocalState(state_dir, received_key=received_key(identity.signing_seed), rng=rng)
         self.directory = VerifiedDirectory(roots, self.state)
         try:
             self.directory.load_cached(clock())
@@ -139,7 +143,9 @@ class AgencyClient:
             clock=clock,
             refresh_directory=self.refresh_directory,
             admit=self._referrals.admit,
+            rng=rng,
         )
+        self._receiver.discard_leftovers()
         self._receipts = ReceiptBook(
             agency_id=identity.agency_id,
             transport=self._transport,
@@ -366,8 +372,9 @@ class AgencyClient:
         self._receiver.forget(delivery.envelope_id)
 
     async def ack(self, delivery: Delivery) -> None:
-        """Mark `delivery` processed: it is never handed over again. Its attachment files in
-        the state directory are removed, so save them first (`clients.inbox.save_attachments`)."""
+        """Mark `delivery` processed: it is never handed over again. Its sealed attachments in
+        the state directory are deleted, so take them first (`ReceivedFile.open`, `save_to`,
+        `save_into`, or `clients.inbox.save_attachments`)."""
         with self.processing(delivery):
             pass
 

@@ -406,9 +406,10 @@ class _Walkthrough:
             "LA-NSATIP's client downloads every part, checks each against the signed header and signs a "
             "delivered receipt. It then checks, in order: TH-ATPD's certificate chain to the pinned TH "
             "root, the signature, that LA-NSATIP is a recipient, the envelope id and key commitment, "
-            "replay and expiry; it decrypts into a quarantine and releases the text and the file only "
-            "after every check passed, records the envelope, and signs a verified receipt. The "
-            "application sees it until it acknowledges it, and never again after: exactly-once handling.",
+            "replay and expiry. It decrypts the file straight into a sealed copy (nothing decrypted "
+            "is written to disk in clear), and only after every check passed records the envelope, "
+            "sealed, and signs a verified receipt. The application sees it until it acknowledges it, "
+            "and never again after: exactly-once handling; it saves the file by an explicit call.",
         )
         deliveries = await la.fetch_deliveries()
         mine = [d for d in deliveries if d.envelope_id == envelope_id]

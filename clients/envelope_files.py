@@ -13,11 +13,13 @@ Invariants:
   directory is fsynced. A failure leaves no temporary file behind. Existing files are never
   replaced (the move is a hard link, which fails if the name exists).
 - Opening releases no plaintext until every check passed. `EnvelopeOpener` checks the header in
-  the order ARCHITECTURE.md gives before any file is created; attachments are decrypted into a
-  quarantine directory inside the destination (hidden, mode 0700, files 0600), and only after
-  `EnvelopeOpener.finish()` are they moved to their manifest names. Any failure, including one
-  while moving, removes the quarantine and whatever was already moved, then raises: nothing is
-  released.
+  the order ARCHITECTURE.md gives before any file is created. `open_into_sinks` hands each
+  attachment's quarantined plaintext to a sink the caller opens (the client library seals it at
+  once, `clients.received_files`) and returns only after `EnvelopeOpener.finish()`.
+  `open_from_directory` decrypts into a quarantine directory inside the destination (hidden,
+  mode 0700, files 0600), and only after `finish()` moves the files to their manifest names. Any
+  failure, including one while moving, removes the quarantine and whatever was already moved,
+  then raises: nothing is released.
 - A released file never replaces an existing one: a name that is taken becomes "name (2).ext",
   "name (3).ext", ..., so two attachments with the same name both arrive. Names longer than
   the file system allows (255 bytes; Thai and Lao take 3 bytes a character) are shortened
@@ -36,11 +38,12 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import nacl.signing
 
@@ -91,6 +94,24 @@ class SealedFiles:
     header_path: Path
     part_paths: tuple[Path, ...]
     """Ciphertext of each part in part order; `part_paths[0]` is the manifest."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedEnvelope:
+    header: EnvelopeHeader
+    sender: AgencyCertificate
+    manifest: Manifest
+
+
+class PlainSink(Protocol):
+    """Where one attachment's quarantined plaintext goes, piece by piece."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+SinkOpener = Callable[[int, AttachmentInfo], AbstractContextManager[PlainSink]]
+"""`sink_for(index, info)`: a context manager around attachment `index`'s sink, left without an
+error only when that attachment's last chunk passed its checks (and on an error otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +258,60 @@ def open_from_directory(
     part order), releasing its attachments into `destination` (created if missing) only if
     every check passed. Readers are read to their end and not closed. `digest_thread` as for
     `seal_to_directory`."""
+    quarantine: list[Path] = []
+
+    def quarantined(index: int, info: AttachmentInfo) -> AbstractContextManager[PlainSink]:
+        if not quarantine:
+            destination.mkdir(parents=True, exist_ok=True)
+            quarantine.append(Path(tempfile.mkdtemp(prefix=QUARANTINE_PREFIX, dir=destination)))
+        return _new_file(quarantine[0] / part_name(index + 1))
+
+    released: list[Path] = []
+    try:
+        opened = open_into_sinks(
+            header,
+            parts,
+            quarantined,
+            trust=trust,
+            sender_certificate=sender_certificate,
+            recipient_id=recipient_id,
+            keys=keys,
+            now=now,
+            at=at,
+            processed=processed,
+            digest_thread=digest_thread,
+        )
+        destination.mkdir(parents=True, exist_ok=True)
+        for i, info in enumerate(opened.manifest.attachments):
+            released.append(_release(quarantine[0] / part_name(i + 1), destination, info.filename))
+        _fsync_directory(destination)
+        paths = tuple(released)
+        released.clear()
+        return OpenedFiles(opened.header, opened.sender, opened.manifest, paths)
+    finally:
+        for path in released:
+            path.unlink(missing_ok=True)
+        for folder in quarantine:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def open_into_sinks(
+    header: bytes,
+    parts: Sequence[Path | BinaryIO],
+    sink_for: SinkOpener,
+    *,
+    trust: TrustStore,
+    sender_certificate: bytes | AgencyCertificate,
+    recipient_id: str,
+    keys: Mapping[bytes, RecipientKey],
+    now: int,
+    at: int | None = None,
+    processed: Container[bytes] = frozenset(),
+    digest_thread: bool | None = None,
+) -> OpenedEnvelope:
+    """Check and decrypt an envelope as `open_from_directory` does, handing attachment i's
+    plaintext, in order, to the sink `sink_for(i, info)` opens. What a sink got is quarantined
+    until this returns: on any failure it raises, and the caller must release nothing."""
     threaded = _use_digest_thread(digest_thread)
     opener = EnvelopeOpener(
         header,
@@ -254,36 +329,26 @@ def open_from_directory(
     with _reader(parts[0]) as source:
         manifest_ct = source.read(expected[0].ciphertext_length + 1)
     manifest = opener.open_manifest(manifest_ct)
-    destination.mkdir(parents=True, exist_ok=True)
-    quarantine = Path(tempfile.mkdtemp(prefix=QUARANTINE_PREFIX, dir=destination))
-    released: list[Path] = []
-    try:
-        held = [quarantine / part_name(i + 1) for i in range(len(manifest.attachments))]
-        for i, target in enumerate(held):
-            _open_attachment(opener, i, parts[i + 1], target, threaded)
-        manifest = opener.finish()
-        for target, info in zip(held, manifest.attachments, strict=True):
-            released.append(_release(target, destination, info.filename))
-        _fsync_directory(destination)
-        paths = tuple(released)
-        released.clear()
-        return OpenedFiles(opener.header, opener.sender, manifest, paths)
-    finally:
-        for path in released:
-            path.unlink(missing_ok=True)
-        shutil.rmtree(quarantine, ignore_errors=True)
+    for i, info in enumerate(manifest.attachments):
+        with sink_for(i, info) as sink:
+            _open_attachment(opener, i, parts[i + 1], sink, threaded)
+    return OpenedEnvelope(opener.header, opener.sender, opener.finish())
+
+
+@contextlib.contextmanager
+def _new_file(target: Path) -> Iterator[BinaryIO]:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as sink:
+        yield sink
+        sink.flush()
+        os.fsync(sink.fileno())
 
 
 def _open_attachment(
-    opener: EnvelopeOpener, index: int, part: Path | BinaryIO, target: Path, threaded: bool
+    opener: EnvelopeOpener, index: int, part: Path | BinaryIO, sink: PlainSink, threaded: bool
 ) -> None:
     decryptor = opener.attachment(index)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with (
-        os.fdopen(fd, "wb") as sink,
-        _reader(part) as source,
-        _Digester(decryptor.detach_digest(), threaded) as digest,
-    ):
+    with _reader(part) as source, _Digester(decryptor.detach_digest(), threaded) as digest:
         # Bounded: the decryptor refuses any byte past the part's final chunk.
         while ct := source.read(CIPHER_READ_BYTES):
             digest.feed(ct)
@@ -291,8 +356,6 @@ def _open_attachment(
                 sink.write(plain)
         digest.close()
         decryptor.finalize()
-        sink.flush()
-        os.fsync(sink.fileno())
 
 
 def _release(held: Path, destination: Path, filename: str) -> Path:

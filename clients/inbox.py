@@ -12,12 +12,20 @@ Invariants:
   inbox or in the local `received` table; it is handed to the application until the application
   acknowledges it (`AgencyClient.ack` / `processing`), and never again after that.
 - Every receipt this agency signs is stored before it is posted, and posted with the same bytes
-  until the broker has it, so a repeated post is idempotent.
+  until the broker has it, so a repeated post is idempotent. The `delivered` receipt of a small
+  envelope (at most `PROMPT_DELIVERED_BYTES` of ciphertext) waits, stored, for the final one
+  (`verified` or `rejected`, a few milliseconds later) and goes with it in one batch request
+  (`clients.receipts.ReceiptPoster`); a larger envelope's goes at once, as opening it takes time.
 - An envelope this client cannot judge now (the broker's own receipt does not verify, the
   broker unreachable) is neither verified nor rejected: it stays in the broker's inbox.
 - A damaged download is fetched again once before the envelope is rejected.
 - An `admit` hook (the referral workflow, `clients.referrals`) judges each opened envelope
   before its `verified` receipt is signed; a `Refusal` rejects it with the refusal's reason.
+- Nothing decrypted reaches the disk in clear: each attachment is sealed chunk by chunk as it
+  is decrypted (`clients.received_files`, under a fresh key per file), and the body, names and
+  file keys go into the sealed `received` row (`clients.received_rows`). Until that row is
+  committed, the sealed files' keys exist only in memory, so an interrupted opening leaves
+  nothing readable; the application takes plaintext only by an explicit call (`ReceivedFile`).
 """
 
 from __future__ import annotations
@@ -34,13 +42,22 @@ from typing import TypeAlias
 
 from clients.directory import VerifiedDirectory
 from clients.download import DownloadProgress, EnvelopeDownloader, InboxItem, check_part, part_path
-from clients.envelope_files import open_from_directory
-from clients.inbox_files import copy_into, delete_tree
-from clients.outbox import LocalState, ProcessedIds, ReceivedEntry, ReceivedFile
-from clients.transport import Body, BrokerTransport, retry_after_of, transient
+from clients.envelope_files import open_into_sinks
+from clients.inbox_files import delete_tree
+from clients.outbox import LocalState, ProcessedIds, ReceivedEntry
+from clients.receipts import ReceiptPoster
+from clients.received_files import (
+    FILE_KEY_BYTES,
+    ReceivedFile,
+    SealedFileWriter,
+    discard_sealed_files,
+    sealed_file_path,
+)
+from clients.received_rows import LEGACY_FILES_FOLDER
+from clients.transport import BrokerTransport, retry_after_of, transient
 from keys.identity import AgencyIdentity
 from protocol import codec
-from protocol.envelope import EnvelopeHeader, Manifest
+from protocol.envelope import AttachmentInfo, EnvelopeHeader, Manifest
 from protocol.errors import (
     CaseBridgeError,
     Conflict,
@@ -54,22 +71,25 @@ from protocol.errors import (
     UntrustedCertificate,
     VerificationError,
 )
+from protocol.primitives import Random, system_random
 from protocol.receipt import Receipt, ReceiptKind, ReceiptSubject, RejectReason
 from protocol.referral import CONTENT_TYPE, Message, decode_message
 
 log = logging.getLogger("casebridge.client.inbox")
 
 INBOX_DIR = "inbox"
-RECEIPT_MEDIA_TYPE = "application/vnd.casebridge.receipt"
+PROMPT_DELIVERED_BYTES = 1 << 20
+SignedReceipt: TypeAlias = tuple[str, str, bytes]
+"""A receipt this agency signed, as stored: (envelope id, kind, bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A referral that passed every check, waiting for the application to acknowledge it.
 
-    `attachments` are files in the client's state directory, released only after every check
-    passed; save them (`save_attachments`) before acknowledging: acknowledging removes them
-    from there."""
+    `attachments` stay sealed in the client's state directory: take each one's plaintext with
+    `ReceivedFile.open()` (chunks), `save_to(path)` or `save_into(folder)` (all of them:
+    `save_attachments`) before acknowledging, which deletes them."""
 
     envelope_id: str
     envelope_hash: str
@@ -159,8 +179,10 @@ class Receiver:
         clock: Callable[[], int],
         refresh_directory: Callable[[], Awaitable[object]],
         admit: Admission | None = None,
+        rng: Random = system_random,
     ) -> None:
         self._identity = identity
+        self._rng = rng
         self._transport = transport
         self._state = state
         self._directory = directory
@@ -168,6 +190,7 @@ class Receiver:
         self._refresh = refresh_directory
         self._admit = admit
         self.downloader = EnvelopeDownloader(transport, state.directory / INBOX_DIR)
+        self._poster = ReceiptPoster(transport)
         # A receipt post failed transiently since the last flush (it waits in the local state).
         self._unposted = False
 
@@ -195,28 +218,33 @@ class Receiver:
             reason=reason,
         ).raw
 
-    async def post_receipt(self, envelope_id: str, kind: str, raw: bytes) -> bool:
-        """Post a receipt this agency signed; True once the broker has it (or refused it for
-        good, which is logged), False when it should be posted again later."""
-        try:
-            await self._transport.request("POST", "/v1/receipts", body=Body.of(raw, RECEIPT_MEDIA_TYPE))
-        except CaseBridgeError as e:
-            if transient(e):
+    async def post_receipts(self, receipts: list[SignedReceipt]) -> int:
+        """Post receipts this agency signed, in order (a `delivered` before the final receipt of
+        the same envelope); each is marked posted once the broker has it (or refused it for good,
+        which is logged). Returns how many wait to be posted again later."""
+        waiting = 0
+        errors = await self._poster.post([raw for _, _, raw in receipts])
+        for (envelope_id, kind, _), error in zip(receipts, errors, strict=True):
+            if error is not None and transient(error):
                 self._unposted = True
-                return False
-            log.warning(
-                "receipt_refused", extra={"envelope_id": envelope_id, "kind": kind, "reason": e.reason}
-            )
-        self._state.mark_receipt_posted(envelope_id, kind)
-        return True
+                waiting += 1
+                continue
+            if error is not None:
+                log.warning(
+                    "receipt_refused",
+                    extra={"envelope_id": envelope_id, "kind": kind, "reason": error.reason},
+                )
+            self._state.mark_receipt_posted(envelope_id, kind)
+        return waiting
+
+    async def post_receipt(self, envelope_id: str, kind: str, raw: bytes) -> bool:
+        """Post one receipt this agency signed; True once the broker has it (or refused it for
+        good), False when it should be posted again later."""
+        return await self.post_receipts([(envelope_id, kind, raw)]) == 0
 
     async def flush_receipts(self) -> int:
         """Post every stored receipt the broker may not have yet; returns how many still wait."""
-        waiting = 0
-        for envelope_id, kind, raw in self._state.unposted_receipts():
-            if not await self.post_receipt(envelope_id, kind, raw):
-                waiting += 1
-        return waiting
+        return await self.post_receipts(self._state.unposted_receipts())
 
     async def _settle(self, envelope_id: str) -> bool:
         """For an envelope already judged here, post its final receipt again; True if judged."""
@@ -243,7 +271,7 @@ class Receiver:
     async def receive(self, item: InboxItem) -> Delivery | None:
         """Receive one inbox item; None when it was judged before, rejected now, or held."""
         envelope_id = item.envelope_id
-        if self._state.is_processed(envelope_id) or self._state.received_entry(envelope_id):
+        if self._state.is_processed(envelope_id) or self._state.has_received(envelope_id):
             await self._settle(envelope_id)
             return None
         if await self._settle(envelope_id):
@@ -293,22 +321,63 @@ class Receiver:
         delivered = self._state.save_signed_receipt(
             envelope_id, str(ReceiptKind.DELIVERED), self._sign(ReceiptKind.DELIVERED, subject)
         )
-        await self.post_receipt(envelope_id, str(ReceiptKind.DELIVERED), delivered)
+        waiting: list[SignedReceipt] = [(envelope_id, str(ReceiptKind.DELIVERED), delivered)]
+        if header.total_ciphertext_length > PROMPT_DELIVERED_BYTES:
+            await self.post_receipts(waiting)
+            waiting = []
+        try:
+            return await self._judge(item, header, header_bytes, accepted, waiting)
+        except BaseException:
+            # The stored `delivered` receipt goes with the next flush instead.
+            self._unposted = self._unposted or bool(waiting)
+            raise
+
+    async def _judge(
+        self,
+        item: InboxItem,
+        header: EnvelopeHeader,
+        header_bytes: bytes,
+        accepted: Receipt,
+        waiting: list[SignedReceipt],
+    ) -> Delivery | None:
+        """Open a downloaded envelope and verify or reject it; `waiting` receipts are posted
+        with the final one."""
+        envelope_id = item.envelope_id
+        subject = self._subject(header)
         sender = self._directory.certificate_by_key_id(header.sender_key_id)
         if sender is None:
             await self._refresh()
             sender = self._directory.certificate_by_key_id(header.sender_key_id)
         if sender is None:
-            await self._reject(envelope_id, header, UntrustedCertificate(reason="sender key unknown"))
+            await self._reject(
+                envelope_id, header, UntrustedCertificate(reason="sender key unknown"), waiting=waiting
+            )
             return None
-        files = self._dir(envelope_id) / "files"
-        delete_tree(files)
+        folder = self._dir(envelope_id)
+        # No row holds the keys of files left by an interrupted opening: they go.
+        discard_sealed_files(folder)
+        sealed: list[ReceivedFile] = []
+
+        def seal_into(index: int, info: AttachmentInfo) -> SealedFileWriter:
+            key = self._rng(FILE_KEY_BYTES)
+            target = ReceivedFile(
+                info.filename,
+                info.media_type,
+                info.length,
+                sealed_file_path(folder, index),
+                key,
+                envelope_id,
+                index,
+            )
+            sealed.append(target)
+            return SealedFileWriter(target)
+
         try:
             opened = await asyncio.to_thread(
-                open_from_directory,
+                open_into_sinks,
                 header_bytes,
-                [part_path(self._dir(envelope_id), p.part_no) for p in header.parts],
-                files,
+                [part_path(folder, p.part_no) for p in header.parts],
+                seal_into,
                 trust=self._directory.trust,
                 sender_certificate=sender,
                 recipient_id=self.me,
@@ -318,11 +387,13 @@ class Receiver:
                 processed=ProcessedIds(self._state),
             )
         except CaseBridgeError as e:
-            await self._reject(envelope_id, header, e)
+            await self._reject(envelope_id, header, e, waiting=waiting)
             return None
         refusal = None if self._admit is None else self._admit(envelope_id, header.sender_id, opened.manifest)
         if refusal is not None:
-            await self._reject(envelope_id, header, InputError(reason=refusal.summary), refusal.reason)
+            await self._reject(
+                envelope_id, header, InputError(reason=refusal.summary), refusal.reason, waiting=waiting
+            )
             return None
         entry = ReceivedEntry(
             envelope_id=envelope_id,
@@ -331,11 +402,8 @@ class Receiver:
             sender_name=opened.sender.name,
             content_type=opened.manifest.content_type,
             body=opened.manifest.body,
-            attachments=tuple(
-                ReceivedFile(a.filename, a.media_type, a.length, path)
-                for a, path in zip(opened.manifest.attachments, opened.paths, strict=True)
-            ),
-            directory=self._dir(envelope_id),
+            attachments=tuple(sealed),
+            directory=folder,
             accepted_at=accepted.time,
             received_at=self._clock(),
         )
@@ -343,7 +411,7 @@ class Receiver:
         self._state.add_received(entry, verified)
         for p in header.parts:
             part_path(self._dir(envelope_id), p.part_no).unlink(missing_ok=True)
-        await self.post_receipt(envelope_id, str(ReceiptKind.VERIFIED), verified)
+        await self.post_receipts([*waiting, (envelope_id, str(ReceiptKind.VERIFIED), verified)])
         return delivery_of(entry, entry.sender_name)
 
     async def _reject(
@@ -352,6 +420,8 @@ class Receiver:
         header: EnvelopeHeader,
         error: CaseBridgeError,
         reason: RejectReason | None = None,
+        *,
+        waiting: list[SignedReceipt] | None = None,
     ) -> None:
         reason = reject_reason(error) if reason is None else reason
         log.warning(
@@ -362,7 +432,7 @@ class Receiver:
         self._state.record_rejection(envelope_id, header.sender_id, str(reason), error.reason, self._clock())
         raw = self._state.save_signed_receipt(envelope_id, str(ReceiptKind.REJECTED), raw)
         delete_tree(self._dir(envelope_id))
-        await self.post_receipt(envelope_id, str(ReceiptKind.REJECTED), raw)
+        await self.post_receipts([*(waiting or []), (envelope_id, str(ReceiptKind.REJECTED), raw)])
 
     # --- the stream of deliveries ------------------------------------------------------------
 
@@ -433,13 +503,23 @@ class Receiver:
         """Remove an acknowledged envelope's files from the state directory."""
         delete_tree(self._dir(envelope_id))
 
+    def discard_leftovers(self) -> None:
+        """Remove attachments an earlier version released in clear (`<envelope>/files/`) that
+        an interrupted migration left behind; their sealed copies are already recorded."""
+        root = self.downloader.root
+        if root.is_dir():
+            for folder in root.iterdir():
+                if folder.is_dir():
+                    delete_tree(folder / LEGACY_FILES_FOLDER)
+
 
 def save_attachments(delivery: Delivery, destination: Path) -> list[Path]:
-    """Save a delivery's attachments into `destination` under their names (never replacing a
-    file: a taken name becomes "name (2).ext"); returns where they went. The originals stay
-    until the delivery is acknowledged, so a crash before that loses nothing."""
+    """Decrypt a delivery's attachments into `destination` under their names (never replacing
+    a file: a taken name becomes "name (2).ext"), each whole or not at all; returns where they
+    went. The sealed originals stay until the delivery is acknowledged, so a crash before that
+    loses nothing."""
     destination.mkdir(parents=True, exist_ok=True)
-    return [copy_into(f.path, destination, f.filename) for f in delivery.attachments]
+    return [f.save_into(destination) for f in delivery.attachments]
 
 
 __all__ = [
@@ -447,6 +527,7 @@ __all__ = [
     "Delivery",
     "DownloadProgress",
     "InboxItem",
+    "ReceivedFile",
     "Receiver",
     "Refusal",
     "save_attachments",

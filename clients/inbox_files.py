@@ -1,12 +1,12 @@
-"""Small file operations for received envelopes: atomic writes, moving released attachments.
+"""Small file operations for received envelopes: atomic writes, placing saved attachments.
 
 Invariants:
 - `write_small_file` leaves either no file or the whole file (temporary name, fsync, rename,
   directory fsync), with mode 0600.
-- `copy_into` never replaces an existing file: a taken name becomes "name (2).ext",
-  "name (3).ext", ...; it hard-links when it can and copies otherwise, and never touches the
-  source, so a crash while saving a delivery's files loses nothing (the delivery is handed
-  over again until it is acknowledged).
+- `place_exclusive` and `copy_into` never replace an existing file (`copy_into` tries "name
+  (2).ext", "name (3).ext", ... when a name is taken); they hard-link when they can and copy
+  otherwise, and never touch the source, so a crash while saving a delivery's files loses
+  nothing (the delivery is handed over again until it is acknowledged).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ NAME_MAX_BYTES = 255
 COPY_CHUNK_BYTES = 1 << 20
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -39,7 +39,7 @@ def write_small_file(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
@@ -78,21 +78,26 @@ def _copy_exclusive(source: Path, target: Path) -> None:
         raise
 
 
+def place_exclusive(source: Path, target: Path) -> None:
+    """Link or copy `source` to `target`; `FileExistsError` if `target` exists."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        _copy_exclusive(source, target)
+
+
 def copy_into(source: Path, destination: Path, filename: str) -> Path:
     """Link or copy `source` into `destination` as `filename` or its first free variant."""
     for name in _candidates(filename):
         target = destination / name
         try:
-            os.link(source, target)
+            place_exclusive(source, target)
         except FileExistsError:
             continue
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                raise
-            try:
-                _copy_exclusive(source, target)
-            except FileExistsError:
-                continue
-        _fsync_directory(destination)
+        fsync_directory(destination)
         return target
     raise FileExistsError(f"no free name for {filename!r} in {destination}")

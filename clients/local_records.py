@@ -1,6 +1,7 @@
 """What the client keeps in its local state, as plain records (stored by `clients.outbox`).
 
 Ids and hashes are lowercase hex; times are Unix seconds; paths point into the state directory.
+A received entry's attachments are `ReceivedFile`s, sealed at rest (`clients.received_files`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from clients.received_files import ReceivedFile
 
 
 class OutboxState(StrEnum):
@@ -36,16 +39,9 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class ReceivedFile:
-    filename: str
-    media_type: str
-    length: int
-    path: Path
-
-
-@dataclass(frozen=True, slots=True)
 class ReceivedEntry:
-    """An envelope opened and verified here, waiting for the application's acknowledgement."""
+    """An envelope opened and verified here, waiting for the application's acknowledgement
+    (stored sealed: `clients.received_rows`)."""
 
     envelope_id: str
     envelope_hash: str

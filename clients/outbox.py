@@ -14,6 +14,11 @@ Invariants:
 - A received envelope is recorded (with the receipts this agency signed for it) before its
   `verified` receipt is posted, so the broker forgets it only after it is safe here; it moves to
   `processed` exactly once, in a transaction the application may share (`transaction()`).
+- Nothing decrypted is stored in clear: a `received` row's content is sealed under the agency's
+  received key (`clients.received_rows`), its attachments are sealed files
+  (`clients.received_files`). Opened without that key, the state serves everything but the
+  `received` table; a state file from schema 1 (rows in clear) is migrated when first opened
+  with it.
 - The directory and state files are private to the owner (0700 directory, 0600 database).
 - Paths inside the state directory are stored relative to it, so the directory can be moved or
   restored from a backup as a whole.
@@ -35,12 +40,25 @@ from clients.local_records import (
     OutboxEntry,
     OutboxState,
     ReceivedEntry,
-    ReceivedFile,
     StoredReceipt,
 )
-from protocol.errors import CaseBridgeError, StorageUnavailable
+from clients.received_files import ReceivedFile
+from clients.received_rows import (
+    INSERT_ROW,
+    SELECT_ROW,
+    SELECT_ROWS,
+    delete_clear_files,
+    migrate_clear_rows,
+    open_row,
+    seal_row,
+    table_sql,
+)
+from protocol.errors import CaseBridgeError, InvalidField, StorageUnavailable
+from protocol.primitives import Random, system_random
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+CLEAR_RECEIVED_SCHEMA = 1
+"""Schema 1 kept received bodies in clear; it is migrated when opened with the received key."""
 DATABASE_NAME = "state.sqlite3"
 
 _SCHEMA = """
@@ -58,10 +76,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS receipts (
     envelope_id TEXT NOT NULL, recipient_id TEXT NOT NULL, kind TEXT NOT NULL,
     time INTEGER NOT NULL, raw BLOB NOT NULL, PRIMARY KEY (envelope_id, recipient_id, kind));
-CREATE TABLE IF NOT EXISTS received (
-    envelope_id TEXT PRIMARY KEY, envelope_hash TEXT NOT NULL, sender_id TEXT NOT NULL,
-    sender_name TEXT NOT NULL, content_type TEXT NOT NULL, body BLOB NOT NULL, attachments TEXT NOT NULL,
-    directory TEXT NOT NULL, accepted_at INTEGER NOT NULL, received_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS signed_receipts (
     envelope_id TEXT NOT NULL, kind TEXT NOT NULL, raw BLOB NOT NULL, posted INTEGER NOT NULL,
     PRIMARY KEY (envelope_id, kind));
@@ -81,12 +95,24 @@ def _storage_error(e: sqlite3.Error, path: Path) -> CaseBridgeError:
 
 class LocalState:
     """The state database. Thread-safe: every use holds one lock (the sync facade calls it
-    from its own thread while the application may call `transaction()` from another)."""
+    from its own thread while the application may call `transaction()` from another).
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    `received_key` (`clients.received_rows.received_key` of the agency's signing seed) seals
+    and opens the `received` table; without it, that table cannot be used."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        received_key: bytes | None = None,
+        rng: Random = system_random,
+    ) -> None:
         self.directory = Path(directory).absolute()
         self.path = self.directory / DATABASE_NAME
         self._lock = threading.RLock()
+        self._received_key = received_key
+        self._rng = rng
+        migrated: list[Path] | None = None
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             fresh = not self.path.exists()
@@ -95,20 +121,33 @@ class LocalState:
                 os.chmod(self.path, 0o600)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            # Bodies of deliveries wait here in clear until acknowledged: overwrite freed pages
-            # so an acknowledged body does not linger in the file.
+            # Overwrite freed pages: an acknowledged row (sealed, with its files' keys) and the
+            # clear rows a migration replaced leave no trace in the file.
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript(_SCHEMA)
             with self.transaction() as db:
                 row = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
                 if row is None:
+                    db.execute(table_sql())
                     db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-                elif row[0] != SCHEMA_VERSION:
+                elif row[0] == CLEAR_RECEIVED_SCHEMA and received_key is not None:
+                    migrated = migrate_clear_rows(db, self.directory, received_key, rng)
+                    self.set_counter(db, "schema", SCHEMA_VERSION)
+                elif row[0] not in (SCHEMA_VERSION, CLEAR_RECEIVED_SCHEMA):
                     raise StorageUnavailable(
                         f"{self.path} was written by another CaseBridge version (schema {row[0]}); "
                         "upgrade CaseBridge.",
                     )
+            if migrated is not None:
+                delete_clear_files(migrated)
+                # Rebuild the file without its free pages (older versions did not overwrite
+                # them) and empty the write-ahead log. Skipped when another process holds the
+                # database: the migration has committed, and `secure_delete` already zeroed
+                # the pages the clear rows used.
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("VACUUM")
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error as e:
             raise _storage_error(e, self.path) from e
         except OSError as e:
@@ -284,51 +323,39 @@ class LocalState:
 
     # --- received envelopes and the receipts signed for them ------------------------------
 
-    def add_received(self, entry: ReceivedEntry, verified_receipt: bytes) -> None:
-        files = [[f.filename, f.media_type, f.length, self._relative(f.path)] for f in entry.attachments]
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO received VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.envelope_id,
-                    entry.envelope_hash,
-                    entry.sender_id,
-                    entry.sender_name,
-                    entry.content_type,
-                    entry.body,
-                    json.dumps(files, ensure_ascii=False),
-                    self._relative(entry.directory),
-                    entry.accepted_at,
-                    entry.received_at,
-                ),
+    def _key(self) -> bytes:
+        if self._received_key is None:
+            raise InvalidField(
+                "received_key",
+                "the agency's received key: received envelopes are sealed at rest; open the state "
+                "through AgencyClient (or give LocalState the key)",
             )
+        return self._received_key
+
+    def add_received(self, entry: ReceivedEntry, verified_receipt: bytes) -> None:
+        row = seal_row(self._key(), self._rng, entry, self._relative(entry.directory))
+        with self.transaction() as db:
+            db.execute(INSERT_ROW, row)
             db.execute(
                 "INSERT OR IGNORE INTO signed_receipts VALUES (?, 'verified', ?, 0)",
                 (entry.envelope_id, verified_receipt),
             )
 
     def _received_row(self, row: Any) -> ReceivedEntry:
-        return ReceivedEntry(
-            envelope_id=row[0],
-            envelope_hash=row[1],
-            sender_id=row[2],
-            sender_name=row[3],
-            content_type=row[4],
-            body=bytes(row[5]),
-            attachments=tuple(
-                ReceivedFile(f[0], f[1], f[2], self._absolute(f[3])) for f in json.loads(row[6])
-            ),
-            directory=self._absolute(row[7]),
-            accepted_at=row[8],
-            received_at=row[9],
-        )
+        return open_row(self._key(), row, self._absolute(row[3]), self.path)
+
+    def has_received(self, envelope_id: str) -> bool:
+        """Whether `envelope_id` waits in the `received` table (nothing is decrypted)."""
+        return bool(self._query("SELECT 1 FROM received WHERE envelope_id=?", (envelope_id,)))
 
     def received_entry(self, envelope_id: str) -> ReceivedEntry | None:
-        rows = self._query("SELECT * FROM received WHERE envelope_id=?", (envelope_id,))
+        """The entry for `envelope_id`; `DecryptionFailed` if its row was altered or moved."""
+        rows = self._query(SELECT_ROW, (envelope_id,))
         return self._received_row(rows[0]) if rows else None
 
     def received_entries(self) -> list[ReceivedEntry]:
-        rows = self._query("SELECT * FROM received ORDER BY received_at, envelope_id")
+        """Every entry, oldest first; `DecryptionFailed` if any row was altered or moved."""
+        rows = self._query(SELECT_ROWS)
         return [self._received_row(r) for r in rows]
 
     def signed_receipt(self, envelope_id: str, kind: str) -> bytes | None:

@@ -2,12 +2,14 @@
 one, and uploads spooled to disk while a message is composed.
 
 Invariants:
-- A received attachment is copied out of the client's plaintext release folder into the vault
-  as ciphertext, chunk by chunk (`crypto_secretstream_xchacha20poly1305` through PyNaCl, 64 KiB
-  chunks, `TAG_FINAL` on the last chunk only), and only then is the delivery acknowledged, which
-  deletes the client's plaintext copy. The vault key is derived from the agency's signing seed
-  (label `cb-desk-vault`), so only the agency's keystore opens it; each file's associated data
-  names its envelope and position, so a file moved to another name does not open.
+- A received attachment is streamed from the client's sealed copy (`ReceivedFile.open()`)
+  into the vault as ciphertext, chunk by chunk (`crypto_secretstream_xchacha20poly1305` through
+  PyNaCl, 64 KiB chunks, `TAG_FINAL` on the last chunk only), never as a plaintext file, and
+  only then is the delivery acknowledged, which deletes the client's sealed copy. A stream that
+  fails half-way (an altered sealed copy) leaves no vault file. The vault key is derived from
+  the agency's signing seed (label `cb-desk-vault`), so only the agency's keystore opens it;
+  each file's associated data names its envelope and position, so a file moved to another name
+  does not open.
 - Decryption happens only for a download the person asked for, streamed: a truncated,
   reordered or altered file raises `DecryptionFailed` before its end is sent as complete.
 - Uploads are written to `desk-uploads/` in the 0700 state directory, chunk by chunk, never
@@ -21,7 +23,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import nacl.bindings as sodium
@@ -42,16 +44,23 @@ def vault_key(signing_seed: bytes) -> bytes:
     return derive_subkey(signing_seed, 1, label=b"cb-desk-vault")
 
 
-def _chunks(path: Path) -> Iterator[tuple[bytes, bool]]:
-    """The file's chunks, each with whether it is the last (an empty file is one empty chunk)."""
+def _file_pieces(path: Path) -> Iterator[bytes]:
     with path.open("rb") as f:
-        current = f.read(CHUNK_BYTES)
-        while True:
-            following = f.read(CHUNK_BYTES)
-            yield current, not following
-            if not following:
-                return
-            current = following
+        while piece := f.read(CHUNK_BYTES):
+            yield piece
+
+
+def _chunks(pieces: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """`CHUNK_BYTES` chunks of the concatenated pieces, each with whether it is the last (no
+    data is one empty chunk). Holds at most one chunk and one piece."""
+    pending = bytearray()
+    for piece in pieces:
+        pending += piece
+        # One full chunk stays pending, so the last one is known when the pieces end.
+        while len(pending) > CHUNK_BYTES:
+            yield bytes(pending[:CHUNK_BYTES]), False
+            del pending[:CHUNK_BYTES]
+    yield bytes(pending), True
 
 
 class AttachmentVault:
@@ -74,22 +83,28 @@ class AttachmentVault:
     def has(self, envelope_id: str, index: int) -> bool:
         return self._path(envelope_id, index).is_file()
 
-    def store(self, envelope_id: str, index: int, source: Path) -> None:
-        """Encrypt `source` into the vault (written to a temporary name, then renamed)."""
+    def store(self, envelope_id: str, index: int, source: Path | Iterable[bytes]) -> None:
+        """Encrypt a file, or a stream of plaintext pieces (`ReceivedFile.open()`), into the
+        vault (written to a temporary name, then renamed; removed if the source fails)."""
         target = self._path(envelope_id, index)
         target.parent.mkdir(mode=0o700, exist_ok=True)
         partial = target.with_name(f".{index}.partial")
+        pieces = _file_pieces(source) if isinstance(source, Path) else source
         state = sodium.crypto_secretstream_xchacha20poly1305_state()
         header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, self._key)
         ad = self._ad(envelope_id, index)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(header)
-            for chunk, last in _chunks(source):
-                tag = TAG_FINAL if last else TAG_MESSAGE
-                out.write(sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, ad, tag))
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(header)
+                for chunk, last in _chunks(pieces):
+                    tag = TAG_FINAL if last else TAG_MESSAGE
+                    out.write(sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, ad, tag))
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         partial.replace(target)
 
     def open_stream(self, envelope_id: str, index: int) -> Iterator[bytes]:

@@ -224,6 +224,7 @@ class Workspace:
             return
         for index, received in enumerate(delivery.attachments):
             if not self.vault.has(delivery.envelope_id, index):
-                await asyncio.to_thread(self.vault.store, delivery.envelope_id, index, received.path)
+                # Streamed from the client's sealed copy into the vault: no plaintext file.
+                await asyncio.to_thread(self.vault.store, delivery.envelope_id, index, received.open())
         await self.client.ack(delivery)
         self.refresh_case(message.header.case_link_id)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from protocol.errors import Conflict
+from protocol.errors import Conflict, NotFound
 from tests.integration.broker_harness import RunningBroker
 from tests.integration.client_harness import LAO_FILENAME, THAI_REFERRAL, document, make_client
 
@@ -38,10 +38,11 @@ async def test_a_crash_between_receiving_and_acknowledging_hands_the_delivery_ov
     async with make_client(broker, "LA-MOLSW", tmp_path / "molsw") as molsw:
         (again,) = await molsw.fetch_deliveries()
         assert (again.envelope_id, again.body) == (envelope_id, THAI_REFERRAL)
-        assert again.attachments[0].path.read_bytes() == document(300_000, seed=5)
+        assert b"".join(again.attachments[0].open()) == document(300_000, seed=5)
         await molsw.ack(again)
         assert molsw.is_processed(envelope_id)
-        assert not again.attachments[0].path.exists()
+        with pytest.raises(NotFound):
+            next(again.attachments[0].open())
     async with make_client(broker, "LA-MOLSW", tmp_path / "molsw") as molsw:
         assert await molsw.fetch_deliveries() == []
         assert molsw.pending_deliveries() == []
@@ -134,7 +135,7 @@ def _checkpoint(database: Path) -> None:
         other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
-async def test_an_acknowledged_body_does_not_linger_in_the_state_file(
+async def test_a_body_is_sealed_in_the_state_file_while_it_waits_and_gone_once_acknowledged(
     broker: RunningBroker, tmp_path: Path
 ) -> None:
     await _send(broker, tmp_path, attach=False)
@@ -143,9 +144,12 @@ async def test_an_acknowledged_body_does_not_linger_in_the_state_file(
     name = "ແກ້ວມະນີ".encode()
     async with make_client(broker, "LA-MOLSW", state) as molsw:
         (delivery,) = await molsw.fetch_deliveries()
+        assert name in delivery.body
         _checkpoint(database)
-        # The unacknowledged body is in the database file itself now ...
-        assert name in database.read_bytes()
+        # The unacknowledged row is in the database file itself now, sealed ...
+        with contextlib.closing(sqlite3.connect(database)) as other:
+            assert other.execute("SELECT count(*) FROM received").fetchone() == (1,)
+        assert name not in database.read_bytes()
         await molsw.ack(delivery)
         _checkpoint(database)
     # ... and once acknowledged, its freed pages were overwritten: no trace in any state file.

@@ -53,7 +53,7 @@ async def test_an_interrupted_download_resumes_with_a_range_request_and_fetches_
         assert rest.complete
         assert first.fetched_bytes + rest.fetched_bytes == rest.total_bytes
         (delivery,) = await molsw.fetch_deliveries()
-        assert delivery.attachments[0].path.read_bytes() == content
+        assert b"".join(delivery.attachments[0].open()) == content
 
 
 async def test_a_truncated_partial_file_resumes_from_its_new_end(
@@ -71,7 +71,7 @@ async def test_a_truncated_partial_file_resumes_from_its_new_end(
         assert rest.complete
         assert rest.fetched_bytes == item.part_lengths[1] - 100_000
         (delivery,) = await molsw.fetch_deliveries()
-        assert delivery.attachments[0].path.read_bytes() == content
+        assert b"".join(delivery.attachments[0].open()) == content
 
 
 async def test_a_damaged_partial_file_is_fetched_again_before_the_envelope_is_opened(
@@ -86,7 +86,7 @@ async def test_a_damaged_partial_file_is_fetched_again_before_the_envelope_is_op
             f.seek(1000)
             f.write(b"\x00" * 64)
         (delivery,) = await molsw.fetch_deliveries()
-        assert delivery.attachments[0].path.read_bytes() == content
+        assert b"".join(delivery.attachments[0].open()) == content
     async with make_client(broker, "TH-ATPD", tmp_path / "atpd") as atpd:
         status = await atpd.status(envelope_id)
         assert status.recipients["LA-MOLSW"].state == "verified"

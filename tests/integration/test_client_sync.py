@@ -46,7 +46,7 @@ async def test_the_blocking_facade_sends_receives_acknowledges_and_follows_recei
         with _sync_client(broker, "LA-LWU", tmp_path / "lwu") as lwu:
             got = []
             for delivery in lwu.fetch_deliveries():
-                got.append((delivery.envelope_id, delivery.body, delivery.attachments[0].path.read_bytes()))
+                got.append((delivery.envelope_id, delivery.body, b"".join(delivery.attachments[0].open())))
                 with lwu.processing(delivery) as db:
                     db.execute("CREATE TABLE IF NOT EXISTS seen (envelope_id TEXT)")
                     db.execute("INSERT INTO seen VALUES (?)", (delivery.envelope_id,))
