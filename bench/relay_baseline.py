@@ -10,6 +10,8 @@ Routes, answering with the same sizes as the broker:
 - `GET /v1/inbox/{id}/header` and `/parts/0`: the body split at the header length.
 - `POST /v1/receipts`: body = 16-byte id, 16-byte kind (space padded), filler; appended to the
   sender's feed, which is hinted.
+- `POST /v1/receipts/batch`: such receipts as a batch (`u16be(len) || receipt` each, as the
+  broker takes them); each appended to its sender's feed, one hint per envelope.
 - `GET /v1/receipts?after=&limit=`: the sender's feed.
 - `GET /v1/events`: a WebSocket of hints for the agency named in `X-Agency`.
 - `GET /healthz`.
@@ -46,7 +48,9 @@ class Relay:
             if not ws.closed:
                 await ws.send_json(message)
 
-    async def record(self, sender: str, envelope_id: str, recipient: str, kind: str) -> None:
+    async def record(
+        self, sender: str, envelope_id: str, recipient: str, kind: str, *, hint: bool = True
+    ) -> int:
         feed = self.feeds.setdefault(sender, [])
         item = {
             "seq": len(feed) + 1,
@@ -56,7 +60,9 @@ class Relay:
             "receipt": self.receipt,
         }
         feed.append(item)
-        await self.hint(sender, {"type": "receipt", "seq": item["seq"], "envelope_id": envelope_id})
+        if hint:
+            await self.hint(sender, {"type": "receipt", "seq": item["seq"], "envelope_id": envelope_id})
+        return len(feed)
 
 
 RELAY = web.AppKey("relay", Relay)
@@ -104,6 +110,26 @@ async def post_receipt(request: web.Request) -> web.Response:
     return web.json_response({"envelope_id": envelope_id, "kind": kind, "recorded": True}, status=201)
 
 
+async def post_receipts(request: web.Request) -> web.Response:
+    relay = request.app[RELAY]
+    body = await request.read()
+    results = []
+    latest: dict[tuple[str, str], int] = {}
+    at = 0
+    while at < len(body):
+        length = int.from_bytes(body[at : at + 2], "big")
+        receipt = body[at + 2 : at + 2 + length]
+        at += 2 + length
+        envelope_id = receipt[:16].hex()
+        kind = receipt[16:32].decode().strip()
+        sender, recipient, _ = relay.envelopes[envelope_id]
+        latest[(sender, envelope_id)] = await relay.record(sender, envelope_id, recipient, kind, hint=False)
+        results.append({"envelope_id": envelope_id, "kind": kind, "recorded": True, "status": 201})
+    for (sender, envelope_id), seq in latest.items():
+        await relay.hint(sender, {"type": "receipt", "seq": seq, "envelope_id": envelope_id})
+    return web.json_response({"results": results})
+
+
 async def feed(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     after = int(request.query.get("after", "0"))
@@ -137,6 +163,7 @@ def create_app(header_bytes: int) -> web.Application:
     app.router.add_get("/v1/inbox/{envelope_id}/header", header)
     app.router.add_get("/v1/inbox/{envelope_id}/parts/0", part)
     app.router.add_post("/v1/receipts", post_receipt)
+    app.router.add_post("/v1/receipts/batch", post_receipts)
     app.router.add_get("/v1/receipts", feed)
     app.router.add_get("/v1/events", events)
     app.router.add_get("/healthz", healthz)

@@ -9,9 +9,10 @@ receipts signed and verified with `protocol.receipt`. Per envelope:
     recipient  <- WebSocket hint "inbox"
     recipient  GET /v1/inbox/{id}/header    (verify the accepted receipt in its header)
     recipient  GET /v1/inbox/{id}/parts/0
-    recipient  POST /v1/receipts delivered
     recipient  open the envelope (chain, signature, unwrap, commitment, manifest)
-    recipient  POST /v1/receipts verified
+    recipient  POST /v1/receipts/batch delivered + verified (as `clients.inbox` does for an
+               envelope this small); with `batch_receipts` False, the pattern before batches:
+               POST /v1/receipts delivered before opening, POST /v1/receipts verified after
     sender     <- WebSocket hints "receipt"; GET /v1/receipts?after=... (verify each receipt)
 
 `BareFlow` makes the same requests with the same sizes against the bare aiohttp relay
@@ -39,6 +40,7 @@ from bench.small_envelopes import referral_body
 from clients.agency import load_pinned_roots
 from clients.directory import VerifiedDirectory, b64decode
 from clients.outbox import LocalState
+from clients.receipts import ReceiptPoster, receipt_batch
 from clients.transport import Body, BrokerTransport, RetryPolicy
 from keys.identity import AgencyIdentity
 from keys.keystore import load_agency
@@ -46,7 +48,6 @@ from protocol.envelope import EnvelopeHeader, EnvelopeOpener, EnvelopeSealer
 from protocol.receipt import Receipt, ReceiptKind, ReceiptSubject
 
 ENVELOPE_TYPE = "application/vnd.casebridge.envelope"
-RECEIPT_TYPE = "application/vnd.casebridge.receipt"
 ENCRYPTION_KEY_TYPE = "application/vnd.casebridge.encryption-key"
 FEED_LIMIT = 500
 BENCH_RETRY = RetryPolicy(max_attempts=3, base_delay_seconds=0.05, max_delay_seconds=0.5)
@@ -64,12 +65,21 @@ class FeedItem:
     kind: str
 
 
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    items: list[FeedItem]
+    """This phase's receipts on the page (receipts of earlier phases are left out)."""
+    next: int
+    full: bool
+    """The broker's page held `FEED_LIMIT` receipts (counting left-out ones): there may be more."""
+
+
 class Flow(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     def seal(self, count: int, recipient: str) -> list[Outgoing]: ...
     async def submit(self, item: Outgoing) -> None: ...
-    async def feed(self, after: int) -> tuple[list[FeedItem], int]: ...
+    async def feed(self, after: int) -> FeedPage: ...
     async def receive(self, envelope_id: str) -> None: ...
     async def open_events(self) -> aiohttp.ClientWebSocketResponse: ...
 
@@ -81,10 +91,14 @@ def _now() -> int:
 class CaseBridgeFlow:
     """One agency's side of the pattern, with the client library's transport and checks."""
 
-    def __init__(self, url: str, keystore: Path, passphrase: str, roots: list[Path]) -> None:
+    def __init__(
+        self, url: str, keystore: Path, passphrase: str, roots: list[Path], *, batch_receipts: bool = True
+    ) -> None:
         self.identity: AgencyIdentity = load_agency(keystore, passphrase).identity
         self.me = self.identity.agency_id
         self._transport = BrokerTransport(url, self.identity.signing_key, clock=_now, retry=BENCH_RETRY)
+        self._poster = ReceiptPoster(self._transport)
+        self._batch_receipts = batch_receipts
         self._state_dir = tempfile.TemporaryDirectory(prefix="casebridge-bench-")
         self._state = LocalState(self._state_dir.name)
         self._directory = VerifiedDirectory(load_pinned_roots(roots), self._state)
@@ -141,7 +155,7 @@ class CaseBridgeFlow:
             )
             self._directory.verify_receipt(raw, subject=subject, kinds=[ReceiptKind.ACCEPTED])
 
-    async def feed(self, after: int) -> tuple[list[FeedItem], int]:
+    async def feed(self, after: int) -> FeedPage:
         query = {"after": after, "limit": FEED_LIMIT}
         answer = (await self._transport.request("GET", "/v1/receipts", query=query)).json()
         items = []
@@ -154,7 +168,7 @@ class CaseBridgeFlow:
             subject = ReceiptSubject(header.envelope_hash, header.envelope_id, self.me, value["recipient_id"])
             receipt = self._directory.verify_receipt(raw, subject=subject)
             items.append(FeedItem(envelope_id, str(receipt.kind)))
-        return items, int(answer["next"])
+        return FeedPage(items, int(answer["next"]), len(answer["items"]) >= FEED_LIMIT)
 
     async def receive(self, envelope_id: str) -> None:
         response = await self._transport.request("GET", f"/v1/inbox/{envelope_id}/header")
@@ -167,7 +181,9 @@ class CaseBridgeFlow:
         verifier = header.part_verifier(0)
         verifier.update(part)
         verifier.finish()
-        await self._post_receipt(ReceiptKind.DELIVERED, subject)
+        delivered = self._receipt(ReceiptKind.DELIVERED, subject)
+        if not self._batch_receipts:
+            await self._post([delivered])
         sender = self._directory.certificate_by_key_id(header.sender_key_id)
         if sender is None:
             await self.refresh()
@@ -184,15 +200,20 @@ class CaseBridgeFlow:
         )
         opener.open_manifest(part)
         opener.finish()
-        await self._post_receipt(ReceiptKind.VERIFIED, subject)
+        verified = self._receipt(ReceiptKind.VERIFIED, subject)
+        await self._post([delivered, verified] if self._batch_receipts else [verified])
 
-    async def _post_receipt(self, kind: ReceiptKind, subject: ReceiptSubject) -> None:
+    def _receipt(self, kind: ReceiptKind, subject: ReceiptSubject) -> bytes:
         cert = self.identity.certificate
         assert cert is not None
-        receipt = Receipt.issue(
+        return Receipt.issue(
             kind, signing_key=self.identity.signing_key, signer=cert, subject=subject, time=_now()
-        )
-        await self._transport.request("POST", "/v1/receipts", body=Body.of(receipt.raw, RECEIPT_TYPE))
+        ).raw
+
+    async def _post(self, receipts: list[bytes]) -> None:
+        errors = [e for e in await self._poster.post(receipts) if e is not None]
+        if errors:
+            raise errors[0]
 
     async def open_events(self) -> aiohttp.ClientWebSocketResponse:
         return await self._transport.websocket("/v1/events")
@@ -205,8 +226,11 @@ BARE_RECEIPT_BYTES = 260
 class BareFlow:
     """The same requests, unsigned, with opaque bytes of the same sizes (see the module doc)."""
 
-    def __init__(self, url: str, agency_id: str, header_bytes: int, part_bytes: int) -> None:
+    def __init__(
+        self, url: str, agency_id: str, header_bytes: int, part_bytes: int, *, batch_receipts: bool = True
+    ) -> None:
         self.me = agency_id
+        self._batch_receipts = batch_receipts
         self._sizes = (header_bytes, part_bytes)
         self._url = url
         self._headers = {"X-Agency": agency_id}
@@ -244,20 +268,26 @@ class BareFlow:
         data, _ = await self._read("POST", "/v1/envelopes", data=item.body)
         json.loads(data)
 
-    async def feed(self, after: int) -> tuple[list[FeedItem], int]:
+    async def feed(self, after: int) -> FeedPage:
         data, _ = await self._read("GET", "/v1/receipts", params={"after": after, "limit": FEED_LIMIT})
         answer = json.loads(data)
         items = []
         for value in answer["items"]:
             base64.b64decode(value["receipt"])
             items.append(FeedItem(value["envelope_id"], value["kind"]))
-        return items, int(answer["next"])
+        return FeedPage(items, int(answer["next"]), len(answer["items"]) >= FEED_LIMIT)
 
     async def receive(self, envelope_id: str) -> None:
         await self._read("GET", f"/v1/inbox/{envelope_id}/header")
         await self._read("GET", f"/v1/inbox/{envelope_id}/parts/0")
-        for kind in (b"delivered", b"verified"):
-            receipt = bytes.fromhex(envelope_id) + kind.ljust(16) + os.urandom(BARE_RECEIPT_BYTES - 32)
+        receipts = [
+            bytes.fromhex(envelope_id) + kind.ljust(16) + os.urandom(BARE_RECEIPT_BYTES - 32)
+            for kind in (b"delivered", b"verified")
+        ]
+        if self._batch_receipts:
+            await self._read("POST", "/v1/receipts/batch", data=receipt_batch(receipts))
+            return
+        for receipt in receipts:
             await self._read("POST", "/v1/receipts", data=receipt)
 
     async def open_events(self) -> aiohttp.ClientWebSocketResponse:

@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.relay_flows import FEED_LIMIT, BareFlow, CaseBridgeFlow, Flow
+from bench.relay_flows import BareFlow, CaseBridgeFlow, Flow
 
 START_WAIT_SECONDS = 300.0
 
@@ -52,6 +52,8 @@ class WorkerSpec:
     seconds: float = 20.0
     grace_seconds: float = 15.0
     sizes: tuple[int, int] = (0, 0)
+    batch_receipts: bool = True
+    """A recipient posts delivered and verified in one batch request (else one request each)."""
 
 
 @dataclass
@@ -74,8 +76,14 @@ def _cpu_seconds() -> float:
 
 def make_flow(spec: WorkerSpec) -> Flow:
     if spec.flow == "casebridge":
-        return CaseBridgeFlow(spec.url, Path(spec.keystore), spec.passphrase, [Path(p) for p in spec.roots])
-    return BareFlow(spec.url, spec.agency_id, *spec.sizes)
+        return CaseBridgeFlow(
+            spec.url,
+            Path(spec.keystore),
+            spec.passphrase,
+            [Path(p) for p in spec.roots],
+            batch_receipts=spec.batch_receipts,
+        )
+    return BareFlow(spec.url, spec.agency_id, *spec.sizes, batch_receipts=spec.batch_receipts)
 
 
 def _hints(message: aiohttp.WSMessage) -> dict[str, Any] | None:
@@ -125,8 +133,9 @@ class SenderRun:
     async def catch_up(self) -> None:
         """Skip what the feed held before this phase (bounded: one page per round)."""
         for _ in range(10_000):
-            items, self.cursor = await self.flow.feed(self.cursor)
-            if len(items) < FEED_LIMIT:
+            page = await self.flow.feed(self.cursor)
+            self.cursor = page.next
+            if not page.full:
                 return
 
     async def follow_feed(self) -> None:
@@ -135,20 +144,20 @@ class SenderRun:
             await self.wake.wait()
             self.wake.clear()
             try:
-                items, cursor_next = await self.flow.feed(self.cursor)
+                page = await self.flow.feed(self.cursor)
             except Exception as e:
                 r.errors.append(f"feed: {type(e).__name__}: {e}")
                 await asyncio.sleep(0.05)
                 self.wake.set()
                 continue
             now = time.monotonic()
-            for item in items:
+            for item in page.items:
                 if item.kind == "verified" and item.envelope_id not in r.verified:
                     r.verified[item.envelope_id] = now
                     if self.spec.window:
                         self.window.release()
-            self.cursor = max(self.cursor, cursor_next)
-            if len(items) >= FEED_LIMIT:
+            self.cursor = max(self.cursor, page.next)
+            if page.full:
                 self.wake.set()
             self._check_finished()
 

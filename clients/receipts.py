@@ -1,4 +1,12 @@
-"""Receipts about what this agency sent: the broker's feed, and one envelope's status.
+"""Receipts: posting the ones this agency signs, and the broker's feed and status of those about
+what it sent.
+
+Posting (`ReceiptPoster`): receipts go in batches (`POST /v1/receipts/batch`, at most
+`MAX_BATCH_RECEIPTS` a request, in the order given) to a broker that takes them, one by one
+(`POST /v1/receipts`) to one that does not (an older broker answers the batch route 404 or 405;
+the poster then posts singly for the rest of its life). Either way each receipt gets its own
+outcome: the broker has it, or the error that refused it (transient ones may be posted again;
+posting the same bytes again is idempotent).
 
 Invariants:
 - Every receipt is verified before it is stored or shown: broker receipts (accepted, expired)
@@ -14,21 +22,24 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from clients.directory import VerifiedDirectory, b64decode
 from clients.download import ENVELOPE_ID, check_envelope_id
 from clients.outbox import LocalState, OutboxEntry, OutboxState, StoredReceipt
-from clients.transport import BrokerTransport, transient
+from clients.transport import Body, BrokerTransport, problem_details_error, transient
 from protocol import codec
-from protocol.errors import CaseBridgeError, MalformedInput, NotFound
+from protocol.errors import CaseBridgeError, MalformedInput, NotFound, UpstreamUnavailable
 from protocol.receipt import Receipt, ReceiptKind, ReceiptSubject
 
 log = logging.getLogger("casebridge.client.receipts")
 
 RECEIPT_CURSOR = "receipt_seq"
+RECEIPT_TYPE = "application/vnd.casebridge.receipt"
+RECEIPT_BATCH_TYPE = "application/vnd.casebridge.receipt-batch"
+MAX_BATCH_RECEIPTS = 64
 PAGE_SIZE = 100
 MAX_PAGES = 10_000
 MAX_WAIT_SECONDS = 60
@@ -67,6 +78,63 @@ class EnvelopeStatus:
     """This agency's own outbox state when it sent the envelope from this state directory."""
     local_only: bool = False
     """True when the broker could not be asked: states come from the receipts stored here."""
+
+
+def receipt_batch(receipts: Sequence[bytes]) -> bytes:
+    """The body of `POST /v1/receipts/batch`: `u16be(len) || receipt` for each (docs/protocol.md)."""
+    return b"".join(len(raw).to_bytes(2, "big") + raw for raw in receipts)
+
+
+class ReceiptPoster:
+    """Posts receipts this agency signed (see the module doc)."""
+
+    def __init__(self, transport: BrokerTransport) -> None:
+        self._transport = transport
+        self.batches = True
+        """False once the broker showed it has no batch route."""
+
+    async def post(self, receipts: Sequence[bytes]) -> list[CaseBridgeError | None]:
+        """Post each receipt, in order; per receipt, None once the broker has it, else the error
+        that refused it."""
+        outcomes: list[CaseBridgeError | None] = []
+        for at in range(0, len(receipts), MAX_BATCH_RECEIPTS):
+            chunk = receipts[at : at + MAX_BATCH_RECEIPTS]
+            found = await self._batch(chunk) if self.batches and len(chunk) > 1 else None
+            outcomes += found if found is not None else [await self._one(raw) for raw in chunk]
+        return outcomes
+
+    async def _one(self, raw: bytes) -> CaseBridgeError | None:
+        try:
+            await self._transport.request("POST", "/v1/receipts", body=Body.of(raw, RECEIPT_TYPE))
+        except CaseBridgeError as e:
+            return e
+        return None
+
+    async def _batch(self, receipts: Sequence[bytes]) -> list[CaseBridgeError | None] | None:
+        """The outcomes of one batch request; None when the broker has no batch route."""
+        body = Body.of(receipt_batch(receipts), RECEIPT_BATCH_TYPE)
+        try:
+            answer = (await self._transport.request("POST", "/v1/receipts/batch", body=body)).json()
+        except CaseBridgeError as e:
+            if e.status in (404, 405):
+                self.batches = False
+                return None
+            return [e] * len(receipts)
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or len(results) != len(receipts):
+            # The broker may have recorded them: posting them again later is safe.
+            broken = UpstreamUnavailable(reason="receipt batch answer does not list one result per receipt")
+            return [broken] * len(receipts)
+        outcomes: list[CaseBridgeError | None] = []
+        for result in results:
+            status = result.get("status") if isinstance(result, dict) else None
+            if not isinstance(status, int) or isinstance(status, bool):
+                outcomes.append(UpstreamUnavailable(reason="receipt batch result without a status"))
+            elif status >= 300:
+                outcomes.append(problem_details_error(status, result))
+            else:
+                outcomes.append(None)
+        return outcomes
 
 
 def record_of(stored: StoredReceipt) -> ReceiptRecord:

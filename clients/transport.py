@@ -63,6 +63,7 @@ from protocol.primitives import Random, system_random
 log = logging.getLogger("casebridge.client.transport")
 
 MAX_RESPONSE_BYTES = 32 << 20
+MAX_TIMEOUTS_HELD = 16
 CONNECT_TIMEOUT_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 90.0
 Clock = Callable[[], int]
@@ -137,6 +138,14 @@ def problem_error(status: int, body: bytes, headers: Mapping[str, str] | None = 
         parsed = json.loads(body.decode("utf-8")) if body else {}
         if isinstance(parsed, dict):
             problem = parsed
+    return problem_details_error(status, problem, (headers or {}).get("Retry-After"))
+
+
+def problem_details_error(
+    status: int, problem: Mapping[str, Any], retry_after: str | None = None
+) -> CaseBridgeError:
+    """The typed error for problem details already decoded (a refused request, or one refused
+    item of a batch answer), with the status it came with."""
     code_text = problem.get("code")
     try:
         code = ErrorCode(str(code_text))
@@ -159,7 +168,7 @@ def problem_error(status: int, body: bytes, headers: Mapping[str, str] | None = 
         error.field = str(problem.get("field", ""))
     # The problem and the Retry-After travel with the error (CaseBridgeError has no slots).
     vars(error)["problem"] = {**problem, "status": status, "code": str(code), "detail": detail}
-    vars(error)["retry_after"] = _retry_after((headers or {}).get("Retry-After"))
+    vars(error)["retry_after"] = _retry_after(retry_after)
     return error
 
 
@@ -203,19 +212,21 @@ class BrokerResponse:
 @dataclass(frozen=True, slots=True)
 class Body:
     """A request body: its length, Content-Type, Content-Digest value, and a factory for its
-    bytes (called once per attempt, so a retry streams the same bytes again)."""
+    bytes (called once per attempt, so a retry streams the same bytes again). A body held in
+    memory (`of`) also keeps its bytes, which are sent as they are."""
 
     length: int
     content_type: str
     digest: str
     chunks: Callable[[], AsyncIterator[bytes]]
+    data: bytes | None = None
 
     @classmethod
     def of(cls, data: bytes, content_type: str) -> Body:
         async def once() -> AsyncIterator[bytes]:
             yield data
 
-        return cls(len(data), content_type, httpsig.content_digest(data), once)
+        return cls(len(data), content_type, httpsig.content_digest(data), once, data)
 
 
 class BrokerTransport:
@@ -236,6 +247,9 @@ class BrokerTransport:
             raise InvalidField("broker", "an http:// or https:// URL such as https://broker.example")
         self.base = url.with_query(None).with_fragment(None)
         self._prefix = self.base.raw_path.rstrip("/")
+        self._origin = str(self.base.origin())
+        self._authority_text = self._authority()
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._signing_key = signing_key
         self._clock = clock
         self._rng = rng
@@ -264,9 +278,8 @@ class BrokerTransport:
 
     def _target(self, path: str, query: Mapping[str, str | int] | None) -> tuple[URL, str, str]:
         raw_path = self._prefix + quote(path, safe="/")
-        raw_query = urlencode(sorted((k, str(v)) for k, v in (query or {}).items()), quote_via=quote)
-        origin = str(self.base.origin())
-        url = URL(origin + raw_path + (f"?{raw_query}" if raw_query else ""), encoded=True)
+        raw_query = urlencode(sorted((k, str(v)) for k, v in query.items()), quote_via=quote) if query else ""
+        url = URL(self._origin + raw_path + (f"?{raw_query}" if raw_query else ""), encoded=True)
         return url, raw_path, raw_query
 
     def _authority(self) -> str:
@@ -288,7 +301,7 @@ class BrokerTransport:
         signed = httpsig.sign_request(
             self._signing_key,
             method=method,
-            authority=self._authority(),
+            authority=self._authority_text,
             path=raw_path,
             query=raw_query,
             headers={k: v for k, v in headers.items() if k.lower() in ("content-type", "content-digest")},
@@ -341,19 +354,11 @@ class BrokerTransport:
     ) -> BrokerResponse:
         url, raw_path, raw_query = self._target(path, query)
         headers = self._sign(method, raw_path, raw_query, body, extra)
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=CONNECT_TIMEOUT_SECONDS,
-            sock_read=read_timeout_seconds or READ_TIMEOUT_SECONDS,
-        )
+        timeout = self._timeout(read_timeout_seconds or READ_TIMEOUT_SECONDS)
+        data = None if body is None else body.data if body.data is not None else body.chunks()
         try:
             async with self.session.request(
-                method,
-                url,
-                headers=headers,
-                data=None if body is None else body.chunks(),
-                timeout=timeout,
-                allow_redirects=False,
+                method, url, headers=headers, data=data, timeout=timeout, allow_redirects=False
             ) as resp:
                 data = await _read_bounded(resp)
                 if resp.status >= 300:
@@ -365,6 +370,16 @@ class BrokerTransport:
                 "outgoing referrals stay in the outbox.",
                 reason=f"{method} {path}: {type(e).__name__}: {e}",
             ) from e
+
+    def _timeout(self, read_seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(read_seconds)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=read_seconds
+            )
+            if len(self._timeouts) < MAX_TIMEOUTS_HELD:
+                self._timeouts[read_seconds] = timeout
+        return timeout
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -400,6 +415,10 @@ class BrokerTransport:
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
+    length = resp.content_length
+    if length is not None and length <= MAX_RESPONSE_BYTES:
+        # A declared length within the bound: aiohttp reads no more than it.
+        return await resp.read()
     data = bytearray()
     async for chunk in resp.content.iter_chunked(64 << 10):
         data += chunk

@@ -11,6 +11,10 @@ Invariants:
   is a `Conflict`.
 - Every recorded receipt is appended to the audit log and the sender's feed in the same
   transaction as the state change, then announced to the sender.
+- A batch (`post_many`) is the same receipts posted one by one, in order: each is checked,
+  recorded in its own transaction with its own audit leaf, or refused on its own (a refusal
+  changes nothing and stops nothing). Its hints are coalesced: the sender hears once per
+  envelope, with the highest feed sequence number the batch recorded for it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from broker.service.notify import Topic
 from broker.storage.records import OPEN_STATES, InboxState, NewReceipt, ReceiptOutcome, ReceiptRecord
 from protocol import auditlog
 from protocol.certificate import AgencyCertificate
-from protocol.errors import Conflict, Forbidden, InvalidField, NotFound
+from protocol.errors import CaseBridgeError, Conflict, Forbidden, InvalidField, NotFound
 from protocol.receipt import Receipt, ReceiptKind, ReceiptSubject, verify_receipt
 
 log = logging.getLogger("casebridge.broker.receipts")
@@ -76,11 +80,22 @@ def announce(services: Services, receipt: Receipt, outcome: ReceiptOutcome) -> N
     record = outcome.recorded
     if record is None or outcome.duplicate:
         return
+    _hint(services, record)
+    count(services, receipt, outcome)
+
+
+def _hint(services: Services, record: ReceiptRecord) -> None:
     services.notifier.publish(
         record.sender_id,
         Topic.RECEIPTS,
         {"type": "receipt", "seq": record.seq, "envelope_id": record.envelope_id.hex()},
     )
+
+
+def count(services: Services, receipt: Receipt, outcome: ReceiptOutcome) -> None:
+    """Count a receipt that was recorded now (no hint)."""
+    if outcome.recorded is None or outcome.duplicate:
+        return
     metrics = services.metrics
     metrics.receipts.labels(kind=str(receipt.kind)).inc()
     if outcome.previous is InboxState.PENDING and receipt.kind is not ReceiptKind.EXPIRED:
@@ -95,6 +110,36 @@ class ReceiptDesk:
         self._s = services
 
     async def post(self, caller: AgencyCertificate, data: bytes) -> PostedReceipt:
+        posted = await self._record(caller, data)
+        announce(self._s, posted.receipt, posted.outcome)
+        return posted
+
+    async def post_many(
+        self, caller: AgencyCertificate, receipts: list[bytes]
+    ) -> list[PostedReceipt | CaseBridgeError]:
+        """Post each receipt as `post` would, in order; a refused one is its error in the list.
+        Hints go out once all are done, one per envelope (see the module invariants)."""
+        results: list[PostedReceipt | CaseBridgeError] = []
+        latest: dict[tuple[str, bytes], ReceiptRecord] = {}
+        try:
+            for data in receipts:
+                try:
+                    posted = await self._record(caller, data)
+                except CaseBridgeError as e:
+                    results.append(e)
+                    continue
+                results.append(posted)
+                count(self._s, posted.receipt, posted.outcome)
+                record = posted.outcome.recorded
+                if posted.created and record is not None:
+                    latest[(record.sender_id, record.envelope_id)] = record
+        finally:
+            for record in latest.values():
+                _hint(self._s, record)
+        return results
+
+    async def _record(self, caller: AgencyCertificate, data: bytes) -> PostedReceipt:
+        """Check and record one receipt (no hint, no count)."""
         s = self._s
         now = s.clock.now()
         receipt = Receipt.parse(data)
@@ -117,7 +162,6 @@ class ReceiptDesk:
             raise NotFound(reason="no such envelope for this agency")
         if outcome.recorded is None and outcome.state not in IMPLIED_BY[receipt.kind]:
             raise Conflict(reason=f"a {receipt.kind} receipt contradicts the recorded state {outcome.state}")
-        announce(s, receipt, outcome)
         if outcome.recorded is not None and not outcome.duplicate:
             log.info(
                 "receipt_recorded",

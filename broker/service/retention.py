@@ -11,8 +11,9 @@ Invariants:
 - Every sweep is bounded (`BATCH` entries per round, `MAX_ROUNDS` rounds) and uses the injected
   clock, so tests drive it by moving time and calling `sweep()`.
 - The entries of one round are independent of each other (one inbox entry or one envelope each),
-  so they are handed to the store together: each is still its own transaction with its own audit
-  leaf, and an engine with group commit makes them durable with one sync instead of one each.
+  so they are handed to the store `TOGETHER` at a time: each is still its own transaction with
+  its own audit leaf, and an engine with group commit makes them durable with one sync instead of
+  one each, while live requests wait behind at most that many.
 - Among replicas sharing a database, only the one leading the `retention` task
   (`broker.leadership`) sweeps, confirming its lead before each sweep; the others refresh the
   gauges of what the database holds at the same interval and ask to lead every second. Sweeping
@@ -23,8 +24,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from broker.leadership import RETENTION, leading
@@ -37,6 +39,7 @@ from protocol.receipt import Receipt, ReceiptKind, ReceiptSubject
 
 BATCH = 200
 MAX_ROUNDS = 50
+TOGETHER = 16
 
 log = logging.getLogger("casebridge.broker.retention")
 
@@ -48,14 +51,18 @@ class SweepReport:
     nonces_forgotten: int
 
 
-async def _all(steps: Iterable[Awaitable[bool]]) -> list[bool]:
-    """Run independent steps together; the first failure is raised once all have finished, so
-    none is left running behind the sweep."""
-    results = await asyncio.gather(*steps, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return [bool(r) for r in results]
+async def _count_done(steps: Sequence[Callable[[], Awaitable[bool]]]) -> int:
+    """Run independent steps `TOGETHER` at a time; how many made their change. The first failure
+    is raised once the steps running with it have finished, so none is left behind the sweep."""
+    done = 0
+    for start in range(0, len(steps), TOGETHER):
+        chunk = steps[start : start + TOGETHER]
+        results = await asyncio.gather(*(step() for step in chunk), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        done += sum(1 for result in results if result)
+    return done
 
 
 class Retention:
@@ -85,7 +92,7 @@ class Retention:
             due = await self._s.store.delivery.expiring(now, BATCH)
             if not due:
                 break
-            count += sum(await _all(self._expire_one(entry, now) for entry in due))
+            count += await _count_done([functools.partial(self._expire_one, entry, now) for entry in due])
         return count
 
     async def _purge_one(self, env: EnvelopeRecord, now: int) -> bool:
@@ -105,7 +112,7 @@ class Retention:
             candidates = await self._s.store.delivery.purgeable(BATCH)
             if not candidates:
                 break
-            count += sum(await _all(self._purge_one(env, now) for env in candidates))
+            count += await _count_done([functools.partial(self._purge_one, env, now) for env in candidates])
         return count
 
     async def sweep(self) -> SweepReport:

@@ -46,6 +46,7 @@ ROUTE_ROLES: dict[str, frozenset[Role]] = {
     "inbox_header": AGENCY,
     "inbox_part": AGENCY,
     "post_receipt": AGENCY,
+    "post_receipts": AGENCY,
     "receipt_feed": AGENCY,
     "events": AGENCY,
     **AUDIT_ROUTE_ROLES,

@@ -1,25 +1,38 @@
-"""Sending, receiving and receipts: `/v1/envelopes`, `/v1/inbox`, `/v1/receipts`."""
+"""Sending, receiving and receipts: `/v1/envelopes`, `/v1/inbox`, `/v1/receipts`.
+
+A receipt batch (`POST /v1/receipts/batch`, docs/protocol.md section 5) is
+`u16be(len) || receipt`, one to `MAX_BATCH_RECEIPTS` times, nothing after the last; a body that
+is not exactly that is refused whole (400, nothing recorded). Each receipt then gets the answer
+`POST /v1/receipts` would give it, or its problem details, in the body's order.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
 
 from broker.service.inbox import MAX_LIMIT, MAX_WAIT_SECONDS
+from broker.service.receipts import PostedReceipt
 from broker.storage.records import Acceptance, InboxEntry, ReceiptRecord
 from broker.web.body import StreamedBody
 from broker.web.params import b64, byte_range, envelope_id, query_int, require_content_type
-from broker.web.problems import RangeNotSatisfiable
+from broker.web.problems import RangeNotSatisfiable, problem_details
 from broker.web.state import CONTENT_DIGEST, STREAM_STARTED, body, caller, handlers
-from protocol.errors import TooLarge
+from protocol.errors import InvalidField, MalformedInput, TooLarge
 
 ENVELOPE_TYPE = "application/vnd.casebridge.envelope"
 HEADER_TYPE = "application/vnd.casebridge.envelope-header"
 RECEIPT_TYPE = "application/vnd.casebridge.receipt"
+RECEIPT_BATCH_TYPE = "application/vnd.casebridge.receipt-batch"
 PART_TYPE = "application/octet-stream"
 ACCEPTED_RECEIPT_HEADER = "CaseBridge-Accepted-Receipt"
 DEFAULT_LIMIT = 100
+MAX_BATCH_RECEIPTS = 64
+BATCH_LENGTH_BYTES = 2
+
+log = logging.getLogger("casebridge.broker.http")
 
 
 def acceptance_json(accepted: Acceptance) -> dict[str, Any]:
@@ -133,22 +146,67 @@ async def inbox_part(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def posted_json(posted: PostedReceipt) -> dict[str, Any]:
+    outcome = posted.outcome
+    subject = posted.receipt.subject
+    return {
+        "envelope_id": subject.envelope_id.hex(),
+        "recipient_id": subject.recipient_id,
+        "kind": str(posted.receipt.kind),
+        "state": str(outcome.state),
+        "recorded": outcome.recorded is not None,
+        "seq": None if outcome.recorded is None else outcome.recorded.seq,
+    }
+
+
 async def post_receipt(request: web.Request) -> web.Response:
     require_content_type(request, RECEIPT_TYPE)
     posted = await handlers(request).receipts.post(caller(request), body(request))
-    outcome = posted.outcome
-    subject = posted.receipt.subject
-    return web.json_response(
-        {
-            "envelope_id": subject.envelope_id.hex(),
-            "recipient_id": subject.recipient_id,
-            "kind": str(posted.receipt.kind),
-            "state": str(outcome.state),
-            "recorded": outcome.recorded is not None,
-            "seq": None if outcome.recorded is None else outcome.recorded.seq,
-        },
-        status=201 if posted.created else 200,
-    )
+    return web.json_response(posted_json(posted), status=201 if posted.created else 200)
+
+
+def receipt_batch(data: bytes) -> list[bytes]:
+    """The receipts of a batch body (see the module doc); raises `MalformedInput` or
+    `InvalidField` for anything else."""
+    receipts: list[bytes] = []
+    at = 0
+    while at < len(data):
+        if len(receipts) == MAX_BATCH_RECEIPTS:
+            raise InvalidField("receipts", f"at most {MAX_BATCH_RECEIPTS} receipts in one batch")
+        length = int.from_bytes(data[at : at + BATCH_LENGTH_BYTES], "big")
+        at += BATCH_LENGTH_BYTES
+        if at > len(data) or length == 0 or at + length > len(data):
+            raise MalformedInput(reason=f"receipt {len(receipts)} of the batch is empty or cut short")
+        receipts.append(data[at : at + length])
+        at += length
+    if not receipts:
+        raise MalformedInput(reason="a receipt batch holds at least one receipt")
+    return receipts
+
+
+async def post_receipts(request: web.Request) -> web.Response:
+    require_content_type(request, RECEIPT_BATCH_TYPE)
+    receipts = receipt_batch(body(request))
+    h = handlers(request)
+    results: list[dict[str, Any]] = []
+    for index, outcome in enumerate(await h.receipts.post_many(caller(request), receipts)):
+        if isinstance(outcome, PostedReceipt):
+            results.append({**posted_json(outcome), "status": 201 if outcome.created else 200})
+            continue
+        h.services.metrics.refusals.labels(code=str(outcome.code)).inc()
+        level = logging.ERROR if outcome.status >= 500 else logging.INFO
+        log.log(
+            level,
+            "receipt_refused",
+            extra={
+                "index": index,
+                "code": str(outcome.code),
+                "status": outcome.status,
+                "reason": outcome.reason,
+            },
+        )
+        results.append(problem_details(outcome))
+    return web.json_response({"results": results})
 
 
 async def receipt_feed(request: web.Request) -> web.Response:
@@ -169,4 +227,5 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/v1/inbox/{envelope_id}/header", inbox_header, name="inbox_header", allow_head=False)
     router.add_get("/v1/inbox/{envelope_id}/parts/{part_no}", inbox_part, name="inbox_part", allow_head=False)
     router.add_post("/v1/receipts", post_receipt, name="post_receipt")
+    router.add_post("/v1/receipts/batch", post_receipts, name="post_receipts")
     router.add_get("/v1/receipts", receipt_feed, name="receipt_feed", allow_head=False)

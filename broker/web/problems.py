@@ -69,17 +69,23 @@ def _from_http(e: web.HTTPException) -> CaseBridgeError:
     return MalformedInput(reason=f"HTTP {e.status}: {e.reason}")
 
 
-def problem_response(error: CaseBridgeError, request_id: str) -> web.Response:
+def problem_details(error: CaseBridgeError) -> dict[str, Any]:
+    """The RFC 9457 members of a refusal (without the request id)."""
     body: dict[str, Any] = {
         "type": f"urn:casebridge:problem:{error.code}",
         "title": error.title,
         "status": error.status,
         "detail": error.detail,
         "code": str(error.code),
-        "request_id": request_id,
     }
     if isinstance(error, InvalidField):
         body["field"] = error.field
+    return body
+
+
+def problem_response(error: CaseBridgeError, request_id: str) -> web.Response:
+    body = problem_details(error)
+    body["request_id"] = request_id
     headers: dict[str, str] = {}
     if isinstance(error, RateLimitExceeded):
         headers["Retry-After"] = str(error.retry_after_seconds)

@@ -44,6 +44,7 @@ from tests.integration.broker_harness import (
     ENCRYPTION_KEY_TYPE,
     ENVELOPE_TYPE,
     OPERATOR,
+    RECEIPT_BATCH_TYPE,
     RECEIPT_TYPE,
     REVOCATION_LIST_TYPE,
     ManualClock,
@@ -244,6 +245,24 @@ async def _post_receipt(world: World) -> Call:
     return Call("POST", "/v1/receipts", "LA-MOLSW", body=receipt, content_type=RECEIPT_TYPE)
 
 
+def receipt_batch(*receipts: bytes) -> bytes:
+    """A `POST /v1/receipts/batch` body (docs/protocol.md, section 5)."""
+    return b"".join(len(r).to_bytes(2, "big") + r for r in receipts)
+
+
+async def _post_receipts(world: World) -> Call:
+    """`delivered` then `verified` for an envelope accepted just now, in one batch."""
+    sealed = _sealed(world.broker, blob=False)
+    accepted = await world.broker.submit("TH-ATPD", sealed)
+    assert accepted.status == 201, accepted.body
+    recipient = world.identity("LA-MOLSW")
+    body = receipt_batch(
+        recipient_receipt(recipient, sealed, ReceiptKind.DELIVERED, world.clock.now()),
+        recipient_receipt(recipient, sealed, ReceiptKind.VERIFIED, world.clock.now()),
+    )
+    return Call("POST", "/v1/receipts/batch", "LA-MOLSW", body=body, content_type=RECEIPT_BATCH_TYPE)
+
+
 def _get(
     path: str, caller: str, query: str = "", *, websocket: bool = False
 ) -> Callable[[World], Awaitable[Call]]:
@@ -295,6 +314,7 @@ ROUTES: dict[str, RouteCase] = {
         _get("/v1/inbox/{sent}/parts/1", "LA-MOLSW"), 200,
     ),
     "post_receipt": RouteCase("POST", "/v1/receipts", AGENCY, _post_receipt, 201),
+    "post_receipts": RouteCase("POST", "/v1/receipts/batch", AGENCY, _post_receipts, 200),
     "receipt_feed": RouteCase(
         "GET", "/v1/receipts", AGENCY, _get("/v1/receipts", "TH-ATPD", "after=0&limit=10"), 200
     ),

@@ -46,6 +46,7 @@ CERTIFICATE_TYPE = "application/vnd.casebridge.certificate"
 ENCRYPTION_KEY_TYPE = "application/vnd.casebridge.encryption-key"
 REVOCATION_LIST_TYPE = "application/vnd.casebridge.revocation-list"
 RECEIPT_TYPE = "application/vnd.casebridge.receipt"
+RECEIPT_BATCH_TYPE = "application/vnd.casebridge.receipt-batch"
 OPERATOR = "TH-OPERATOR"
 TEST_PASSPHRASE = "ทดสอบ-ລະຫັດ-passphrase"
 START_TIMEOUT_SECONDS = 60.0

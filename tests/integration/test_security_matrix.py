@@ -37,13 +37,19 @@ from tests.integration.attack_requests import (
     Call,
     World,
     open_world,
+    receipt_batch,
     send_honestly,
     sign,
     signed_call,
     snapshot,
     transmit,
 )
-from tests.integration.broker_harness import ENCRYPTION_KEY_TYPE, ENVELOPE_TYPE, RECEIPT_TYPE
+from tests.integration.broker_harness import (
+    ENCRYPTION_KEY_TYPE,
+    ENVELOPE_TYPE,
+    RECEIPT_BATCH_TYPE,
+    RECEIPT_TYPE,
+)
 from tests.integration.pki import recipient_receipt
 from tests.integration.signed_http import Reply, SignedClient
 
@@ -252,6 +258,35 @@ async def outsider_receipt_for_an_envelope_not_addressed_to_it(world: World) -> 
     return await _post(world, "LA-LWU", "/v1/receipts", receipt, RECEIPT_TYPE)
 
 
+async def _post_batch(world: World, agency: str, receipt: bytes) -> Reply:
+    """One receipt in a batch: the request succeeds, and its one result is the receipt's answer."""
+    body = receipt_batch(receipt)
+    return await _post(world, agency, "/v1/receipts/batch", body, RECEIPT_BATCH_TYPE)
+
+
+async def outsider_batches_the_recipients_receipt(world: World) -> Reply:
+    receipt = recipient_receipt(
+        world.identity("LA-MOLSW"), world.sent, ReceiptKind.VERIFIED, world.clock.now()
+    )
+    return await _post_batch(world, "LA-LWU", receipt)
+
+
+async def sender_batches_a_receipt_as_the_recipient(world: World) -> Reply:
+    receipt = recipient_receipt(
+        world.identity("LA-MOLSW"),
+        world.sent,
+        ReceiptKind.REJECTED,
+        world.clock.now(),
+        reason=RejectReason.POLICY,
+    )
+    return await _post_batch(world, "TH-ATPD", receipt)
+
+
+async def outsider_batches_a_receipt_for_an_envelope_not_addressed_to_it(world: World) -> Reply:
+    receipt = recipient_receipt(world.identity("LA-LWU"), world.sent, ReceiptKind.VERIFIED, world.clock.now())
+    return await _post_batch(world, "LA-LWU", receipt)
+
+
 async def outsider_traces_the_envelope_in_the_audit_log(world: World) -> Reply:
     return await _get_as(world, "LA-LWU", "/v1/audit/envelopes/{sent}")
 
@@ -286,6 +321,11 @@ CROSS_AGENCY: dict[str, list[tuple[CrossAttack, int, str]]] = {
         (outsider_posts_the_recipients_receipt, 403, "forbidden"),
         (sender_posts_a_receipt_as_the_recipient, 403, "forbidden"),
         (outsider_receipt_for_an_envelope_not_addressed_to_it, 404, "not_found"),
+    ],
+    "post_receipts": [
+        (outsider_batches_the_recipients_receipt, 403, "forbidden"),
+        (sender_batches_a_receipt_as_the_recipient, 403, "forbidden"),
+        (outsider_batches_a_receipt_for_an_envelope_not_addressed_to_it, 404, "not_found"),
     ],
     "register_encryption_key": [(agency_registers_anothers_encryption_key, 403, "forbidden")],
     "submit_envelope": [(agency_uploads_an_envelope_sealed_by_another, 403, "forbidden")],
@@ -386,7 +426,16 @@ async def test_another_agencys_envelope_inbox_or_receipts_are_out_of_reach(
     world: World, route: str, attack: CrossAttack, status: int, code: str
 ) -> None:
     before = await snapshot(world)
-    assert_problem(await attack(world), status, code)
+    reply = await attack(world)
+    if route == "post_receipts":
+        # A batch refuses each receipt on its own: the request succeeds, its one result is the
+        # refusal (problem details without a request id).
+        assert reply.status == 200, reply.body[:300]
+        (result,) = reply.json()["results"]
+        assert (result["status"], result["code"]) == (status, code), result
+        assert result["type"] == f"urn:casebridge:problem:{code}"
+    else:
+        assert_problem(reply, status, code)
     assert before.changes(await snapshot(world), nonces=False) == []
 
 

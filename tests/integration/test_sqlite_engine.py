@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,3 +137,76 @@ async def test_nonces_survive_a_restart(tmp_path: Path) -> None:
         assert await store.nonces.remember(b"k" * 16, b"m" * 16, START_TIME + 301, START_TIME + 1)
     finally:
         await store.close()
+
+
+async def _until_done_or_waiting(task: asyncio.Task[object], rounds: int = 50) -> None:
+    """Let the event loop turn a bounded number of times (the task may be waiting on a lock)."""
+    for _ in range(rounds):
+        if task.done():
+            return
+        await asyncio.sleep(0)
+
+
+async def test_a_write_waits_for_another_process_s_write_lock_without_holding_the_loop(
+    tmp_path: Path,
+) -> None:
+    db = await Database.open(tmp_path / "b.sqlite3", now=START_TIME)
+    other = sqlite3.connect(tmp_path / "b.sqlite3", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # An offline command holding the write lock.
+        write = asyncio.create_task(
+            db.write(lambda c: c.execute("INSERT INTO nonces VALUES (x'01', x'02', 0)").rowcount)
+        )
+        await _until_done_or_waiting(write)
+        assert not write.done()
+        # The loop is free meanwhile: reads go on.
+        assert await db.read(lambda c: c.execute("SELECT count(*) FROM nonces").fetchone()[0]) == 0
+        other.execute("COMMIT")
+        assert await write == 1
+        assert await db.read(lambda c: c.execute("SELECT count(*) FROM nonces").fetchone()[0]) == 1
+    finally:
+        other.close()
+        await db.close()
+
+
+async def test_a_read_the_database_refuses_for_a_moment_is_served_by_a_reader_thread(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "b.sqlite3", now=START_TIME)
+    await db.write(lambda c: c.execute("INSERT INTO nonces VALUES (x'01', x'02', 0)").rowcount)
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    def count(c: sqlite3.Connection) -> int:
+        # SQLITE_BUSY on the event loop's reader (a WAL reader meets it only rarely, during
+        # recovery of the WAL index, say): what SQLite raises then, and only on that thread.
+        threads.append(threading.get_ident())
+        if threading.get_ident() == loop_thread:
+            raise sqlite3.OperationalError("database is locked")
+        return int(c.execute("SELECT count(*) FROM nonces").fetchone()[0])
+
+    try:
+        assert await db.read(count) == 1
+        assert threads[0] == loop_thread
+        assert len(threads) == 2
+        assert threads[1] != loop_thread
+    finally:
+        await db.close()
+
+
+async def test_bulk_and_loop_side_jobs_run_in_submission_order(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "b.sqlite3", now=START_TIME)
+    try:
+
+        def insert(i: int) -> Callable[[sqlite3.Connection], int]:
+            def job(c: sqlite3.Connection) -> int:
+                seen = int(c.execute("SELECT count(*) FROM nonces").fetchone()[0])
+                c.execute("INSERT INTO nonces VALUES (x'00', ?, ?)", (i.to_bytes(2, "big"), i))
+                return seen
+
+            return job
+
+        jobs = [db.write(insert(i), bulk=i % 3 == 0, durable=i % 2 == 0) for i in range(30)]
+        # Each job saw exactly the rows of the jobs submitted before it.
+        assert await asyncio.gather(*jobs) == list(range(30))
+        assert await db.read(lambda c: c.execute("SELECT count(*) FROM nonces").fetchone()[0]) == 30
+    finally:
+        await db.close()

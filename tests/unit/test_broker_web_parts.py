@@ -104,6 +104,22 @@ def test_log_lines_are_json_with_the_request_id_and_never_bytes() -> None:
     assert "secret" not in stream.getvalue()
 
 
+def test_log_times_stay_right_across_seconds_and_out_of_order_records() -> None:
+    formatter = JsonFormatter()
+    times = []
+    for created in (1_767_225_600.25, 1_767_225_600.75, 1_767_225_601.5, 1_767_225_599.0):
+        record = logging.LogRecord("casebridge.test", logging.INFO, "", 0, "ส่งต่อ", (), None)
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        times.append(json.loads(formatter.format(record))["time"])
+    assert times == [
+        "2026-01-01T00:00:00.250Z",
+        "2026-01-01T00:00:00.750Z",
+        "2026-01-01T00:00:01.500Z",
+        "2025-12-31T23:59:59.000Z",
+    ]
+
+
 def test_audit_leaves_are_canonical_arrays_with_their_kind() -> None:
     leaf = auditlog.encode_leaf(
         1_767_225_600,

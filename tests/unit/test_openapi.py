@@ -32,6 +32,7 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 REQUEST_MEDIA_TYPES = {
     "submit_envelope": delivery_routes.ENVELOPE_TYPE,
     "post_receipt": delivery_routes.RECEIPT_TYPE,
+    "post_receipts": delivery_routes.RECEIPT_BATCH_TYPE,
     "register_certificate": directory_routes.CERTIFICATE_TYPE,
     "register_revocations": directory_routes.REVOCATION_LIST_TYPE,
     "register_encryption_key": directory_routes.ENCRYPTION_KEY_TYPE,

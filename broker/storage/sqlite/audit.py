@@ -195,7 +195,7 @@ class SqliteAuditLog:
     async def open_tree(self) -> TreeHead:
         """The head of the stored tree, with the sequencer loaded from the stored border nodes
         (and any leaves stored without nodes hashed once)."""
-        return await self._db.write(self._open_tree)
+        return await self._db.write(self._open_tree, bulk=True)
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -209,7 +209,7 @@ class SqliteAuditLog:
             ).fetchall()
             return [bytes(r[0]) for r in rows]
 
-        return await self._db.read(job)
+        return await self._db.scan(job)
 
     async def checked_leaves(self, start: int, end: int) -> list[bytes]:
         """Leaves [start, end), each checked against its stored leaf hash (`AuditLogDamaged` if
@@ -225,7 +225,7 @@ class SqliteAuditLog:
                 raise AuditLogDamaged(reason=f"audit leaves missing in [{start}, {end})")
             return [_checked(idx, leaf, digest) for idx, leaf, digest in rows]
 
-        return await self._db.read(job)
+        return await self._db.scan(job)
 
     async def tree_head(self, size: int | None = None) -> TreeHead:
         """The root of the first `size` leaves (all committed leaves if None), from stored nodes."""
@@ -237,11 +237,11 @@ class SqliteAuditLog:
         return await self._db.read(job)
 
     async def node_hashes(self, nodes: Sequence[NodeId]) -> list[bytes]:
-        return await self._db.read(lambda conn: SqliteHashReader(conn).hashes(nodes))
+        return await self._db.scan(lambda conn: SqliteHashReader(conn).hashes(nodes))
 
     async def level_hashes(self, level: int, start: int, end: int) -> list[bytes]:
         """Stored hashes of nodes `start` up to `end` of one tree level (a tlog-tiles hash tile)."""
-        return await self._db.read(lambda conn: SqliteHashReader(conn).level_range(level, start, end))
+        return await self._db.scan(lambda conn: SqliteHashReader(conn).level_range(level, start, end))
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         plan = inclusion_plan(index, size)

@@ -54,14 +54,41 @@ def _parts(conn: sqlite3.Connection, envelope_ids: Sequence[bytes]) -> dict[byte
     return group_parts(ids, rows)
 
 
+_JOINED_PARTS = "p.part_no, p.length, p.digest, p.stored_inline"
+_PART_FIELDS = 4
+_ENVELOPE_WITH_PARTS = (
+    f"SELECT {ENVELOPE_COLUMNS}, {_JOINED_PARTS} FROM envelopes e "  # noqa: S608 - constant columns
+    "LEFT JOIN parts p ON p.envelope_id = e.envelope_id WHERE e.envelope_id = ? ORDER BY p.part_no"
+)
+_ENTRY_WITH_PARTS = (
+    f"SELECT {INBOX_COLUMNS}, {_JOINED_PARTS} FROM inbox i "  # noqa: S608 - constant columns
+    "JOIN envelopes e ON e.envelope_id = i.envelope_id LEFT JOIN parts p ON p.envelope_id = e.envelope_id "
+    "WHERE i.envelope_id = ? AND i.recipient_id = ? ORDER BY p.part_no"
+)
+
+
+def _joined_parts(rows: list[Any]) -> tuple[PartRecord, ...]:
+    """The parts of rows that end with `_JOINED_PARTS` (one row per part; NULLs for none)."""
+    return tuple(
+        PartRecord(r[-4], r[-3], bytes(r[-2]), bool(r[-1])) for r in rows if r[-_PART_FIELDS] is not None
+    )
+
+
 def _load_envelope(conn: sqlite3.Connection, envelope_id: bytes) -> EnvelopeRecord | None:
-    row = conn.execute(
-        f"SELECT {ENVELOPE_COLUMNS} FROM envelopes e WHERE e.envelope_id = ?",  # noqa: S608 - constant columns
-        (envelope_id,),
-    ).fetchone()
-    if row is None:
+    """One envelope with its parts, in one statement."""
+    rows = conn.execute(_ENVELOPE_WITH_PARTS, (envelope_id,)).fetchall()
+    if not rows:
         return None
-    return envelope_from_row(row, _parts(conn, [envelope_id])[envelope_id])
+    return envelope_from_row(rows[0], _joined_parts(rows))
+
+
+def _load_entry(conn: sqlite3.Connection, envelope_id: bytes, recipient_id: str) -> InboxEntry | None:
+    """One inbox entry with its envelope and parts, in one statement."""
+    rows = conn.execute(_ENTRY_WITH_PARTS, (envelope_id, recipient_id)).fetchall()
+    if not rows:
+        return None
+    head = rows[0]
+    return InboxEntry(head[0], head[1], InboxState(head[2]), envelope_from_row(head[3:], _joined_parts(rows)))
 
 
 def _entries(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[InboxEntry]:
@@ -283,7 +310,7 @@ class SqliteDeliveryStore:
         return await self._db.read(lambda conn: _acceptance(conn, envelope_id, created=False))
 
     async def envelope(self, envelope_id: bytes) -> EnvelopeRecord | None:
-        return await self._db.read(lambda conn: _load_envelope(conn, envelope_id))
+        return await self._db.read(lambda conn: _load_envelope(conn, envelope_id), one_statement=True)
 
     async def header(self, envelope_id: bytes) -> bytes | None:
         def job(conn: sqlite3.Connection) -> bytes | None:
@@ -292,7 +319,7 @@ class SqliteDeliveryStore:
             ).fetchone()
             return None if row is None or row[0] is None else bytes(row[0])
 
-        return await self._db.read(job)
+        return await self._db.read(job, one_statement=True)
 
     async def inline_part(self, envelope_id: bytes, part_no: int) -> bytes | None:
         def job(conn: sqlite3.Connection) -> bytes | None:
@@ -301,14 +328,12 @@ class SqliteDeliveryStore:
             ).fetchone()
             return None if row is None or row[0] is None else bytes(row[0])
 
-        return await self._db.read(job)
+        return await self._db.read(job, one_statement=True)
 
     async def inbox_entry(self, envelope_id: bytes, recipient_id: str) -> InboxEntry | None:
-        def job(conn: sqlite3.Connection) -> InboxEntry | None:
-            found = _entries(conn, "i.envelope_id = ? AND i.recipient_id = ?", (envelope_id, recipient_id))
-            return found[0] if found else None
-
-        return await self._db.read(job)
+        return await self._db.read(
+            lambda conn: _load_entry(conn, envelope_id, recipient_id), one_statement=True
+        )
 
     async def inbox_entries(self, envelope_id: bytes) -> list[InboxEntry]:
         return await self._db.read(
@@ -330,7 +355,7 @@ class SqliteDeliveryStore:
             )
             return [receipt_from_row(r) for r in rows]
 
-        return await self._db.read(job)
+        return await self._db.read(job, one_statement=True)
 
     async def sender_feed(self, sender_id: str, after: int, limit: int) -> list[ReceiptRecord]:
         def job(conn: sqlite3.Connection) -> list[ReceiptRecord]:
@@ -341,7 +366,7 @@ class SqliteDeliveryStore:
             )
             return [receipt_from_row(r) for r in rows]
 
-        return await self._db.read(job)
+        return await self._db.read(job, one_statement=True)
 
     async def expiring(self, now: int, limit: int) -> list[InboxEntry]:
         where = (
@@ -370,7 +395,7 @@ class SqliteDeliveryStore:
             rows = conn.execute("SELECT envelope_hash FROM envelopes WHERE purged_at IS NULL")
             return {bytes(r[0]) for r in rows}
 
-        return await self._db.read(job)
+        return await self._db.scan(job)
 
     async def counts(self) -> StoreCounts:
-        return await self._db.read(_counts)
+        return await self._db.scan(_counts)

@@ -20,7 +20,7 @@ class SqliteDirectoryStore:
             rows = conn.execute("SELECT key_id, country, raw, added_at FROM roots ORDER BY country, key_id")
             return [StoredRoot(bytes(r[0]), r[1], bytes(r[2]), r[3]) for r in rows]
 
-        return await self._db.read(job)
+        return await self._db.scan(job)
 
     async def add_root(self, root: StoredRoot, leaf: bytes) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
@@ -46,7 +46,7 @@ class SqliteDirectoryStore:
             )
             return [StoredCertificate(bytes(r[0]), r[1], bytes(r[2]), r[3]) for r in rows]
 
-        return await self._db.read(job)
+        return await self._db.scan(job)
 
     async def add_certificate(self, cert: StoredCertificate, leaf: bytes) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
@@ -72,7 +72,7 @@ class SqliteDirectoryStore:
             )
             return [StoredEncryptionKey(bytes(r[0]), r[1], bytes(r[2]), r[3]) for r in rows]
 
-        return await self._db.read(job)
+        return await self._db.scan(job)
 
     async def add_encryption_key(self, key: StoredEncryptionKey, leaf: bytes) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
@@ -101,7 +101,7 @@ class SqliteDirectoryStore:
             )
             return [StoredRevocationList(r[0], r[1], bytes(r[2]), r[3]) for r in rows]
 
-        return await self._db.read(job)
+        return await self._db.scan(job)
 
     async def add_revocation_list(self, crl: StoredRevocationList, leaf: bytes) -> bool:
         def job(conn: sqlite3.Connection) -> bool:

@@ -38,7 +38,7 @@ class SqliteNonceStore:
             rows = conn.execute("SELECT key_id, nonce, expires_at FROM nonces WHERE expires_at > ?", (now,))
             return [(bytes(r[0]), bytes(r[1]), int(r[2])) for r in rows]
 
-        for key_id, nonce, expires_at in await self._db.read(job):
+        for key_id, nonce, expires_at in await self._db.scan(job):
             self._seen[(key_id, nonce)] = expires_at
 
     async def remember(self, key_id: bytes, nonce: bytes, expires_at: int, now: int) -> bool:
@@ -85,7 +85,7 @@ class SqliteNonceStore:
         def job(conn: sqlite3.Connection) -> int:
             return conn.execute("DELETE FROM nonces WHERE expires_at <= ?", (now,)).rowcount
 
-        return await self._db.write(job, durable=False)
+        return await self._db.write(job, durable=False, bulk=True)
 
     async def close(self) -> None:
         if self._flushing is not None and not self._flushing.done():
