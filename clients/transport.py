@@ -61,6 +61,7 @@ from protocol.errors import (
 from protocol.primitives import Random, system_random
 
 log = logging.getLogger("casebridge.client.transport")
+WEBSOCKET_HEARTBEAT_SECONDS = 30.0
 
 MAX_RESPONSE_BYTES = 32 << 20
 MAX_TIMEOUTS_HELD = 16
@@ -402,12 +403,16 @@ class BrokerTransport:
             ) from e
 
     async def websocket(self, path: str) -> aiohttp.ClientWebSocketResponse:
-        """Open a WebSocket with a signed upgrade request."""
+        """Open a WebSocket with a signed upgrade request. The client pings every
+        `WEBSOCKET_HEARTBEAT_SECONDS` and closes the socket when no answer comes within half
+        that, so a connection that died without a close does not look open for ever."""
         url, raw_path, raw_query = self._target(path, None)
         signed = self._sign("GET", raw_path, raw_query, None, {})
         ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
         try:
-            return await self.session.ws_connect(ws_url, headers=signed, autoping=True, heartbeat=None)
+            return await self.session.ws_connect(
+                ws_url, headers=signed, autoping=True, heartbeat=WEBSOCKET_HEARTBEAT_SECONDS
+            )
         except aiohttp.WSServerHandshakeError as e:
             raise problem_error(e.status, b"", None) from e
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
