@@ -4,15 +4,8 @@ Layout (byte-exact in docs/protocol.md): the header file is `[bin pre, bin post,
 followed out of band by one ciphertext stream per part. Part 0 is the manifest (the referral
 body and the attachments' names and lengths); parts 1.. are the attachments.
 
-- `pre` lists magic, version, suite, envelope id, sender and its signing key id, created and
-  expiry times, the sorted recipients each with its encryption key id and sealed-box wrap of
-  `envelope_id || K`, a key commitment to K, and each part's stream header and padded length.
-- `post` lists each part's ciphertext length and BLAKE2b-256 digest.
-- `sig` is the sender's Ed25519 signature over `CTX_ENVELOPE || BLAKE2b-512(pre || post)`.
-- The envelope hash, which receipts and the audit log name, is BLAKE2b-256 of the header file.
-
-The header's structures and parsing live in `protocol.envelope_header`, the manifest's in
-`protocol.envelope_manifest`; this module seals and opens, and names all three's public parts.
+The header's fields, structures and parsing are in `protocol.envelope_header`, the manifest's
+in `protocol.envelope_manifest`; this module seals and opens, and names all three's public parts.
 
 Invariants: the broker can validate a header with no key (`validate_for_broker`); a recipient
 opens only after the checks in ARCHITECTURE.md's order (`EnvelopeOpener`); every check raises.

@@ -21,17 +21,10 @@ from keys.keystore import KDF_PROFILES, save_identity
 from protocol.errors import CaseBridgeError
 from tests.integration.broker_harness import RunningBroker
 from tests.integration.pki import Pki
+from tests.integration.test_desk_push import HandClock
 
 PASSPHRASE = "รหัสผ่าน ລະຫັດ idle"
 IDLE_SECONDS = 2
-
-
-class HandClock:
-    def __init__(self) -> None:
-        self.value = 1000.0
-
-    def __call__(self) -> float:
-        return self.value
 
 
 @dataclass
