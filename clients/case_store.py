@@ -31,7 +31,6 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from clients.case_threads import (
     summary_from_record,
     summary_record,
 )
+from clients.local_sqlite import transaction
 from keys.identity import AgencyIdentity
 from protocol import codec
 from protocol.errors import CaseBridgeError, Conflict, NotFound, StorageUnavailable
@@ -210,26 +210,10 @@ class CaseStore:
             reason=f"sqlite: {e}",
         )
 
-    @contextlib.contextmanager
-    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, write: bool = True) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A transaction: a write one takes the database's write lock at once (BEGIN
         IMMEDIATE); a read one sees one consistent snapshot."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            except sqlite3.Error as e:
-                raise self._storage_error(e) from e
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as e:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise self._storage_error(e) from e
+        return transaction(self._db, self._lock, self._storage_error, write=write)
 
     def _rows(self, db: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         try:

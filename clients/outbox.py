@@ -31,7 +31,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from clients.local_records import (
     ReceivedEntry,
     StoredReceipt,
 )
+from clients.local_sqlite import transaction
 from clients.received_files import ReceivedFile
 from clients.received_rows import (
     INSERT_ROW,
@@ -165,28 +166,12 @@ class LocalState:
     def _absolute(self, text: str) -> Path:
         return self.directory / text
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One durable transaction on the state database (BEGIN IMMEDIATE ... COMMIT).
 
         An application may write its own tables here in the same transaction that marks an
         envelope processed (`AgencyClient.processing`)."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as e:
-                raise _storage_error(e, self.path) from e
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as e:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise _storage_error(e, self.path) from e
+        return transaction(self._db, self._lock, lambda e: _storage_error(e, self.path))
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
